@@ -1,0 +1,50 @@
+"""The kinds of error every service raises and every transport translates.
+
+Services raise these; transports map ``code`` to their own status (gRPC status code, HTTP status,
+WebSocket ``error`` frame) and pass ``message`` and ``field`` through unchanged, so a producer sees
+the same explanation whichever way it connected.
+"""
+
+
+class EventRelayError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(EventRelayError):
+    """The request is malformed: a bad topic name, bad JSON, a missing field. Nothing was stored."""
+
+    code = "invalid"
+
+
+class TooLarge(InvalidInput):
+    """A size limit (events per batch, bytes per event or per request) was exceeded."""
+
+    code = "too_large"
+
+
+class Unauthenticated(EventRelayError):
+    """No token, or a token that is not valid (bad signature, wrong algorithm, expired, malformed)."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(EventRelayError):
+    """A valid token that does not grant the topic (or admin rights) the call needs."""
+
+    code = "forbidden"
+
+
+class NotFound(EventRelayError):
+    code = "not_found"
+
+
+class AlreadyExists(EventRelayError):
+    code = "conflict"

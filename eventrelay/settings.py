@@ -1,0 +1,123 @@
+"""EventRelay settings: one module, every value from the environment (and an optional ``.env``).
+
+Every process type (daphne, grpcserver, celery worker and beat, management commands) imports this
+module, so a value read here means the same thing everywhere. ``ER_JWT_SECRET`` is validated by a
+system check (``eventrelay.checks``) that every entry point runs before it serves anything.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+from dotenv import load_dotenv
+
+from eventrelay.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A real environment variable always wins over the file, so tests and operators can override it.
+load_dotenv(BASE_DIR / ".env", override=False)
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "eventrelay",
+    "topics",
+    "events",
+    "webhooks",
+    "grpc_api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "eventrelay.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "eventrelay.wsgi.application"
+ASGI_APPLICATION = "eventrelay.asgi.application"
+
+DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventrelay")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("ER_LOG_LEVEL", "INFO")},
+}
+
+# --- EventRelay -----------------------------------------------------------------------------------
+
+# Signing key for every API token (HS256). Checked at start-up by eventrelay.checks: at least
+# ER_JWT_SECRET_MIN_LENGTH characters or the process refuses to start.
+ER_JWT_SECRET = env_str("ER_JWT_SECRET")
+ER_JWT_SECRET_MIN_LENGTH = 32
+
+ER_HTTP_PORT = env_int("ER_HTTP_PORT", 9000)
+ER_GRPC_PORT = env_int("ER_GRPC_PORT", 50051)
+
+# Publish limits (SPEC.md "Events"): a batch is validated as a whole against these before any write.
+ER_MAX_BATCH_EVENTS = env_int("ER_MAX_BATCH_EVENTS", 1000)
+ER_MAX_EVENT_BYTES = env_int("ER_MAX_EVENT_BYTES", 256 * 1024)
+ER_MAX_REQUEST_BYTES = env_int("ER_MAX_REQUEST_BYTES", 16 * 1024 * 1024)
+
+# Pull limits (SPEC.md "gRPC API"): batch_size defaults to 100 and is clamped to 1,000.
+ER_PULL_DEFAULT_BATCH = env_int("ER_PULL_DEFAULT_BATCH", 100)
+ER_PULL_MAX_BATCH = env_int("ER_PULL_MAX_BATCH", 1000)
+
+# --- Celery (webhook delivery, periodic sweeps) ---------------------------------------------------
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

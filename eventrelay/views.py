@@ -1,0 +1,32 @@
+"""Process health endpoints for load balancers and ``make run``."""
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up and serving HTTP. Touches nothing else."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready to serve traffic: PostgreSQL and Redis both answer. 503 names what is down."""
+    problems: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001  (any failure means "not ready"; the message says which)
+        problems["postgresql"] = str(exc).strip() or exc.__class__.__name__
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001
+        problems["redis"] = str(exc).strip() or exc.__class__.__name__
+    if problems:
+        return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
+    return JsonResponse({"status": "ok", "postgresql": "ok", "redis": "ok"})

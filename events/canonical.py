@@ -1,0 +1,51 @@
+"""The stored event and its one canonical JSON form (SPEC.md "Events").
+
+``StoredEvent`` is what the services return. ``context`` and ``data`` are kept as the JSON text
+PostgreSQL gave back, so gRPC can pass them through untouched; :func:`to_canonical` parses them for
+the JSON transports (WebSocket, REST, webhooks). Every transport uses this one function.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    offset: int
+    event_id: uuid.UUID
+    name: str
+    topic_name: str
+    topic_id: str  # "" when the event was published to the bare topic name
+    source: str
+    user_id: str | None
+    event_occurred_at: datetime
+    context_json: str
+    data_json: str
+
+    @property
+    def topic(self) -> str:
+        """The full topic reference, ``name`` or ``name:id``."""
+        return f"{self.topic_name}:{self.topic_id}" if self.topic_id else self.topic_name
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and a ``Z``: ``2020-01-01T00:00:00.000Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_canonical(event: StoredEvent) -> dict[str, Any]:
+    """The canonical JSON object of SPEC.md, field names exactly as specified."""
+    return {
+        "eventId": str(event.event_id),
+        "name": event.name,
+        "topic": event.topic,
+        "source": event.source,
+        "userId": event.user_id,
+        "eventOccurredAt": format_timestamp(event.event_occurred_at),
+        "context": json.loads(event.context_json),
+        "data": json.loads(event.data_json),
+        "offset": event.offset,
+    }

@@ -1,0 +1,153 @@
+"""Validation of a publish batch, as a whole, before anything is written.
+
+The first problem found rejects the batch with an error that names the event's index and the
+field, e.g. ``events[3].data: ...``. Limits come from settings (SPEC.md defaults: 1,000 events per
+batch, 256 KiB per event, 16 MiB per request).
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from eventrelay.errors import InvalidInput, TooLarge
+
+PRODUCER_FIELDS = frozenset({"eventId", "name", "userId", "eventOccurredAt", "context", "data"})
+SERVER_FIELDS = frozenset({"topic", "source", "offset"})
+NAME_MAX_LENGTH = 255
+USER_ID_MAX_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One validated event, ready to store. ``context_json``/``data_json`` are compact JSON text."""
+
+    event_id: uuid.UUID
+    name: str
+    user_id: str | None
+    event_occurred_at: datetime
+    context_json: str
+    data_json: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data_json.encode()) + len(self.context_json.encode()) + len(self.name.encode())
+
+
+def validate_batch(raw_events: object) -> list[NewEvent]:
+    """Validate a list of producer events (canonical camelCase dicts) and return them ready to store."""
+    if not isinstance(raw_events, list):
+        raise InvalidInput("events must be a list of event objects", field="events")
+    if not raw_events:
+        raise InvalidInput("events is empty: send at least one event", field="events")
+    max_events = settings.ER_MAX_BATCH_EVENTS
+    if len(raw_events) > max_events:
+        raise TooLarge(f"batch has {len(raw_events)} events; at most {max_events} are allowed", field="events")
+
+    now = timezone.now()
+    validated = [_validate_event(raw, f"events[{index}]", now) for index, raw in enumerate(raw_events)]
+
+    total = sum(event.size for event in validated)
+    if total > settings.ER_MAX_REQUEST_BYTES:
+        raise TooLarge(
+            f"batch is {total} bytes of event payload; at most {settings.ER_MAX_REQUEST_BYTES} are allowed",
+            field="events",
+        )
+    return validated
+
+
+def _validate_event(raw: object, where: str, now: datetime) -> NewEvent:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{where}: must be a JSON object", field=where)
+    for key in raw:
+        if key in SERVER_FIELDS:
+            raise InvalidInput(f"{where}.{key}: is set by the server and must not be sent", field=f"{where}.{key}")
+        if key not in PRODUCER_FIELDS:
+            allowed = ", ".join(sorted(PRODUCER_FIELDS))
+            raise InvalidInput(f"{where}.{key}: unknown field (allowed: {allowed})", field=f"{where}.{key}")
+
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"{where}.name: is required and must be a non-empty string", field=f"{where}.name")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidInput(
+            f"{where}.name: is {len(name)} characters long; at most {NAME_MAX_LENGTH} are allowed",
+            field=f"{where}.name",
+        )
+
+    if "data" not in raw:
+        raise InvalidInput(f"{where}.data: is required", field=f"{where}.data")
+    data_json = _encode_json(raw["data"], f"{where}.data")
+
+    context = raw.get("context")
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise InvalidInput(f"{where}.context: must be a JSON object", field=f"{where}.context")
+    context_json = _encode_json(context, f"{where}.context")
+
+    event = NewEvent(
+        event_id=_parse_event_id(raw.get("eventId"), f"{where}.eventId"),
+        name=name,
+        user_id=_parse_user_id(raw.get("userId"), f"{where}.userId"),
+        event_occurred_at=_parse_occurred_at(raw.get("eventOccurredAt"), f"{where}.eventOccurredAt", now),
+        context_json=context_json,
+        data_json=data_json,
+    )
+    if event.size > settings.ER_MAX_EVENT_BYTES:
+        raise TooLarge(
+            f"{where}.data: event is {event.size} bytes; at most {settings.ER_MAX_EVENT_BYTES} are allowed",
+            field=f"{where}.data",
+        )
+    return event
+
+
+def _encode_json(value: Any, where: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{where}: is not valid JSON ({exc})", field=where) from None
+
+
+def _parse_event_id(raw: object, where: str) -> uuid.UUID:
+    if raw is None or raw == "":
+        return uuid.uuid4()
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{where}: must be a UUID string", field=where)
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidInput(f"{where}: {raw!r} is not a UUID", field=where) from None
+
+
+def _parse_user_id(raw: object, where: str) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{where}: must be a string", field=where)
+    if len(raw) > USER_ID_MAX_LENGTH:
+        raise InvalidInput(
+            f"{where}: is {len(raw)} characters long; at most {USER_ID_MAX_LENGTH} are allowed", field=where
+        )
+    return raw
+
+
+def _parse_occurred_at(raw: object, where: str, now: datetime) -> datetime:
+    if raw is None or raw == "":
+        return now
+    if isinstance(raw, datetime):
+        moment = raw
+    elif isinstance(raw, str):
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            raise InvalidInput(f"{where}: {raw!r} is not an RFC 3339 timestamp", field=where) from None
+    else:
+        raise InvalidInput(f"{where}: must be an RFC 3339 timestamp string", field=where)
+    if moment.tzinfo is None:
+        raise InvalidInput(f"{where}: {raw!r} has no time zone (use 'Z' or an offset)", field=where)
+    return moment

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class GrpcApiConfig(AppConfig):
+    name = "grpc_api"

@@ -1,0 +1,85 @@
+"""Topic lifecycle: create (row + table), delete (row + table), list.
+
+Each change runs in one transaction, so a topic row never exists without its table or the other
+way round. Topic names reach SQL only after :func:`topics.refs.validate_topic_name`, and only
+through ``schema_editor`` (which quotes them).
+"""
+
+from django.db import IntegrityError, connection, transaction
+from django.db.utils import ProgrammingError
+
+from eventrelay.auth import Principal, require_admin
+from eventrelay.errors import AlreadyExists, NotFound
+from events.tables import event_model, forget_event_model
+from topics.models import Topic
+from topics.refs import validate_topic_name
+
+
+def create_topic(name: str) -> Topic:
+    """Create topic ``name`` and its events table in one transaction.
+
+    Raises ``InvalidInput`` for a bad name (nothing is created) and ``AlreadyExists`` when the
+    topic, or a table of the same name, already exists.
+    """
+    validate_topic_name(name, field="name")
+    try:
+        with transaction.atomic():
+            topic = Topic.objects.create(name=name)
+            with connection.schema_editor() as editor:
+                editor.create_model(event_model(topic))
+    except IntegrityError:
+        raise AlreadyExists(f"topic '{name}' already exists", field="name") from None
+    except ProgrammingError as exc:
+        # The Topic row was rolled back with the failed CREATE TABLE: nothing is half-created.
+        raise AlreadyExists(f"cannot create the table for topic '{name}': {exc}".strip(), field="name") from None
+    return topic
+
+
+def delete_topic(name: str) -> None:
+    """Delete topic ``name``: its row and its table (with every event in it), in one transaction.
+
+    Taking the row lock first makes a concurrent publish wait, then find no topic.
+    """
+    validate_topic_name(name, field="name")
+    with transaction.atomic():
+        topic = Topic.objects.select_for_update().filter(name=name).first()
+        if topic is None:
+            raise NotFound(f"topic '{name}' does not exist", field="name")
+        with connection.schema_editor() as editor:
+            editor.delete_model(event_model(topic))
+        forget_event_model(topic)
+        topic.delete()
+
+
+def get_topic(name: str) -> Topic:
+    validate_topic_name(name)
+    topic = Topic.objects.named(name).first()
+    if topic is None:
+        raise NotFound(f"topic '{name}' does not exist", field="topic")
+    return topic
+
+
+def list_topics() -> list[Topic]:
+    return list(Topic.objects.all())
+
+
+# --- The same operations with authorization, for transports ----------------------------------------
+
+
+def create_topic_as(principal: Principal, name: str) -> Topic:
+    require_admin(principal)
+    return create_topic(name)
+
+
+def delete_topic_as(principal: Principal, name: str) -> None:
+    require_admin(principal)
+    delete_topic(name)
+
+
+def list_topics_as(principal: Principal) -> list[Topic]:
+    """Admins see every topic; other tokens see the topics their grants name."""
+    topics = list_topics()
+    if principal.admin:
+        return topics
+    granted = {grant.name for grant in principal.grants}
+    return [topic for topic in topics if topic.name in granted]
