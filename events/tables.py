@@ -9,6 +9,8 @@ topic gets a new key, and every caller reaches this module through a ``Topic`` i
 a cached class can never stand in for a topic that no longer exists.
 """
 
+from typing import Any
+
 from django.apps.registry import Apps
 from django.db import models
 from django.db.models.functions import Now
@@ -17,6 +19,23 @@ from topics.models import Topic, events_table_name
 from topics.refs import ID_MAX_LENGTH
 
 _topic_apps = Apps()
+
+
+class JSONTextField(models.JSONField):
+    """A PostgreSQL ``json`` column: the text is kept exactly as validated and sent back as is.
+
+    ``json`` rather than ``jsonb`` because nothing queries inside payloads, inserting it costs less,
+    and every API then returns byte-for-byte the JSON that the publish response returned.
+    """
+
+    def db_type(self, connection: object) -> str:
+        return "json"
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        # psycopg already decodes ``json`` columns; Django's JSONField expects text.
+        return value if not isinstance(value, str) else super().from_db_value(value, expression, connection)
+
+
 _models: dict[tuple[int, str], type[models.Model]] = {}
 
 SOURCES = ("grpc", "websocket", "http")
@@ -69,8 +88,8 @@ def _build_event_model(topic_name: str, key_suffix: str) -> type[models.Model]:
         "source": models.CharField(max_length=16, choices=[(s, s) for s in SOURCES]),
         "user_id": models.CharField(max_length=255, null=True, blank=True),
         "event_occurred_at": models.DateTimeField(),
-        "context": models.JSONField(default=dict),
-        "data": models.JSONField(),
+        "context": JSONTextField(default=dict),
+        "data": JSONTextField(),
         # Set by PostgreSQL on insert: raw bulk inserts need not send it.
         "stored_at": models.DateTimeField(db_default=Now()),
     }

@@ -7,7 +7,7 @@ import pytest
 
 from eventrelay.auth import Principal, authenticate, mint_token
 from topics.models import Topic
-from topics.services import create_topic
+from topics.services import create_topic, delete_topic
 
 
 @pytest.fixture
@@ -37,9 +37,16 @@ def admin(principal_for: Callable[..., Principal]) -> Principal:
 
 @pytest.fixture
 def make_topic(db: None) -> Iterator[Callable[[str], Topic]]:
-    """Create topics (and their tables) inside the test's transaction."""
+    """Create topics (and their tables). Dropped again afterwards: in ``transactional_db`` tests
+    the flush at teardown empties Django's tables but knows nothing of per-topic tables."""
+    created: list[str] = []
 
     def make(name: str) -> Topic:
-        return create_topic(name)
+        topic = create_topic(name)
+        created.append(name)
+        return topic
 
     yield make
+    for name in created:
+        if Topic.objects.filter(name=name).exists():
+            delete_topic(name)

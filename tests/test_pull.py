@@ -1,0 +1,85 @@
+"""The pull service: offsets, batch clamping, next_offset and topic-id scoping."""
+
+import pytest
+from django.test import override_settings
+
+from eventrelay.errors import Forbidden, InvalidInput, NotFound
+from events.services import publish, pull
+
+
+@pytest.fixture
+def users(make_topic, admin):
+    make_topic("users")
+    # Offsets 1..30 alternate between users:123 and users:456.
+    for offset in range(1, 31):
+        topic_id = "123" if offset % 2 else "456"
+        publish(admin, f"users:{topic_id}", [{"name": "e", "data": {"n": offset}}], "http")
+
+
+def offsets(result):
+    return [event.offset for event in result.events]
+
+
+def test_pull_returns_events_from_the_offset_ascending_with_the_next_offset(users, admin):
+    result = pull(admin, "users", 5, 10)
+
+    assert offsets(result) == list(range(5, 15))
+    assert result.next_offset == 15
+
+
+def test_pull_past_the_end_returns_nothing_and_keeps_the_offset(users, admin):
+    result = pull(admin, "users", 31, 10)
+
+    assert result.events == []
+    assert result.next_offset == 31
+
+
+def test_offset_zero_reads_from_the_start(users, admin):
+    assert offsets(pull(admin, "users", 0, 3)) == [1, 2, 3]
+
+
+def test_batch_size_defaults_to_100_and_is_clamped_to_the_maximum(users, admin):
+    with override_settings(ER_PULL_DEFAULT_BATCH=4, ER_PULL_MAX_BATCH=7):
+        assert len(pull(admin, "users", 1).events) == 4
+        assert len(pull(admin, "users", 1, 0).events) == 4
+        assert len(pull(admin, "users", 1, 5000).events) == 7
+
+
+def test_a_topic_id_pull_sees_only_that_id_with_exact_next_offsets(users, principal_for):
+    consumer = principal_for("users:123")
+
+    first = pull(consumer, "users:123", 1, 5)
+    second = pull(consumer, "users:123", first.next_offset, 5)
+
+    assert offsets(first) == [1, 3, 5, 7, 9]
+    assert first.next_offset == 10
+    assert offsets(second) == [11, 13, 15, 17, 19]
+    assert all(event.topic == "users:123" for event in first.events + second.events)
+
+
+def test_a_token_for_one_topic_id_cannot_pull_the_whole_topic_or_another_id(users, principal_for):
+    consumer = principal_for("users:123")
+
+    with pytest.raises(Forbidden):
+        pull(consumer, "users", 1)
+    with pytest.raises(Forbidden):
+        pull(consumer, "users:456", 1)
+
+
+def test_a_whole_topic_grant_reads_every_id(users, principal_for):
+    consumer = principal_for("users")
+
+    assert offsets(pull(consumer, "users", 1, 100)) == list(range(1, 31))
+    assert offsets(pull(consumer, "users:456", 1, 100)) == list(range(2, 31, 2))
+
+
+@pytest.mark.parametrize(("offset", "batch_size", "field"), [(-1, 10, "offset"), (1, -5, "batchSize")])
+def test_negative_offsets_and_batch_sizes_are_invalid(users, admin, offset, batch_size, field):
+    with pytest.raises(InvalidInput) as error:
+        pull(admin, "users", offset, batch_size)
+    assert error.value.field == field
+
+
+def test_pulling_an_unknown_topic_is_not_found(db, admin):
+    with pytest.raises(NotFound):
+        pull(admin, "ghosts", 1)
