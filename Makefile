@@ -60,3 +60,7 @@ format: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Regenerate the committed gRPC code (tests/test_protos.py fails when it is stale).
+protos: install
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/eventrelay/v1/eventrelay.proto

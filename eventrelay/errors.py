@@ -48,3 +48,15 @@ class NotFound(EventRelayError):
 
 class AlreadyExists(EventRelayError):
     code = "conflict"
+
+
+class SlowConsumer(EventRelayError):
+    """A live subscriber fell too far behind; it should resubscribe from its last offset + 1."""
+
+    code = "slow_consumer"
+
+
+class Unavailable(EventRelayError):
+    """The server is shutting down (or a dependency is down); retry, resuming by offset."""
+
+    code = "unavailable"

@@ -102,6 +102,8 @@ LOGGING = {
 ER_JWT_SECRET = env_str("ER_JWT_SECRET")
 ER_JWT_SECRET_MIN_LENGTH = 32
 
+# Address the web and gRPC processes listen on; 0.0.0.0 to accept connections from other hosts.
+ER_BIND_HOST = env_str("ER_BIND_HOST", "127.0.0.1")
 ER_HTTP_PORT = env_int("ER_HTTP_PORT", 9000)
 ER_GRPC_PORT = env_int("ER_GRPC_PORT", 50051)
 
@@ -113,6 +115,25 @@ ER_MAX_REQUEST_BYTES = env_int("ER_MAX_REQUEST_BYTES", 16 * 1024 * 1024)
 # Pull limits (SPEC.md "gRPC API"): batch_size defaults to 100 and is clamped to 1,000.
 ER_PULL_DEFAULT_BATCH = env_int("ER_PULL_DEFAULT_BATCH", 100)
 ER_PULL_MAX_BATCH = env_int("ER_PULL_MAX_BATCH", 1000)
+
+# Live fan-out (events.live): notifications travel through Channels' Redis pub/sub layer, one Redis
+# subscription per process per topic. Events ride in the notification while small; bigger batches
+# are re-read from PostgreSQL once per process.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    }
+}
+ER_LIVE_INLINE_BYTES = env_int("ER_LIVE_INLINE_BYTES", 64 * 1024)
+# How often each process re-checks the last offset of topics it has live subscribers for: a lost
+# notification delays an event by at most this long.
+ER_LIVE_TICK_MS = env_int("ER_LIVE_TICK_MS", 1000)
+# Events buffered per live subscription before it is ended with slow_consumer.
+ER_LIVE_BUFFER_EVENTS = env_int("ER_LIVE_BUFFER_EVENTS", 1000)
+
+# gRPC server: StreamEvents sends live events, so its keepalive keeps idle streams open.
+ER_GRPC_GRACE_SECONDS = env_int("ER_GRPC_GRACE_SECONDS", 10)
 
 # --- Celery (webhook delivery, periodic sweeps) ---------------------------------------------------
 

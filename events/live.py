@@ -1,0 +1,403 @@
+"""The live hub: committed events fanned out to subscribers in this process, in order, without gaps.
+
+PostgreSQL is the source of truth; Redis only carries notifications. After a publish commits,
+:func:`announce_committed` sends one message to the topic's group on Channels' Redis pub/sub layer
+(one PUBLISH, whatever the number of subscribers). Each process that has subscribers for the topic
+holds one :class:`TopicFeed`: one Redis subscription, one cursor, one read from PostgreSQL per
+notification that does not carry its events, whatever the number of local subscribers.
+
+A feed's ``cursor`` is the highest offset it has dispatched, and every offset up to it has been
+dispatched exactly once and in order:
+
+- a notification whose offsets start past ``cursor + 1`` reveals a gap (a lost or overtaken
+  notification), which is read from PostgreSQL before anything newer is dispatched;
+- offsets at or below ``cursor`` are duplicates and are dropped;
+- pub/sub can lose notifications silently, so each feed also checks the topic's last offset every
+  ``ER_LIVE_TICK_MS``: a lost notification delays an event by at most one tick.
+
+A :class:`Subscription` buffers at most ``ER_LIVE_BUFFER_EVENTS`` events; past that it ends with
+``SlowConsumer`` (the client resumes by offset), so a stalled client cannot grow the process's
+memory. :func:`subscribe` replays stored events from ``from_offset`` first and switches to live
+events at the feed's cursor, so the seam has no gap and no duplicate.
+
+The hub knows nothing about gRPC or WebSocket: transports iterate a subscription and serialize.
+"""
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.dispatch import receiver
+
+from eventrelay.db import run_sync
+from eventrelay.errors import EventRelayError, NotFound, SlowConsumer, Unavailable
+from events.canonical import StoredEvent
+from events.services import read_events
+from events.signals import events_committed
+from topics.models import Topic
+from topics.refs import TopicRef
+
+logger = logging.getLogger(__name__)
+
+READ_PAGE = 1000
+
+
+def group_name(topic_name: str) -> str:
+    return f"er.topic.{topic_name}"
+
+
+# --- Publishing side --------------------------------------------------------------------------------
+
+
+def notification_for(topic_name: str, events: list[StoredEvent]) -> dict[str, Any]:
+    """The pub/sub message for a committed batch: its offset range, and the events when small."""
+    message: dict[str, Any] = {
+        "type": "events.committed",
+        "topic": topic_name,
+        "first": events[0].offset,
+        "last": events[-1].offset,
+    }
+    size = sum(len(event.data_json) + len(event.context_json) for event in events)
+    if size <= settings.ER_LIVE_INLINE_BYTES:
+        message["events"] = [_encode(event) for event in events]
+    return message
+
+
+@receiver(events_committed, dispatch_uid="events.live.announce_committed")
+def announce_committed(sender: object, topic_name: str, events: list[StoredEvent], **kwargs: object) -> None:
+    """Runs after a publish commits. A failure here only delays delivery (feeds repair on tick)."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(group_name(topic_name), notification_for(topic_name, events))
+    except Exception:
+        logger.warning(
+            "could not announce offsets %s-%s of '%s'; live feeds will catch up on their next tick",
+            events[0].offset,
+            events[-1].offset,
+            topic_name,
+            exc_info=True,
+        )
+
+
+def _encode(event: StoredEvent) -> list[Any]:
+    return [
+        event.offset,
+        str(event.event_id),
+        event.name,
+        event.topic_id,
+        event.source,
+        event.user_id,
+        event.event_occurred_at.isoformat(),
+        event.context_json,
+        event.data_json,
+    ]
+
+
+def _decode(topic_name: str, item: list[Any]) -> StoredEvent:
+    offset, event_id, name, topic_id, source, user_id, occurred_at, context_json, data_json = item
+    return StoredEvent(
+        offset=offset,
+        event_id=uuid.UUID(event_id),
+        name=name,
+        topic_name=topic_name,
+        topic_id=topic_id,
+        source=source,
+        user_id=user_id,
+        event_occurred_at=datetime.fromisoformat(occurred_at),
+        context_json=context_json,
+        data_json=data_json,
+    )
+
+
+# --- Subscribing side -------------------------------------------------------------------------------
+
+
+class Subscription:
+    """One subscriber's bounded queue of live events for one topic reference."""
+
+    def __init__(self, feed: "TopicFeed", ref: TopicRef, live_from: int) -> None:
+        self.feed = feed
+        self.ref = ref
+        # Live events arrive here only for offsets > live_from (the feed's cursor at attach time).
+        self.live_from = live_from
+        # Offsets at or below this were already delivered by the replay: drop them.
+        self.delivered_through = 0
+        self._queue: deque[StoredEvent] = deque()
+        self._limit = settings.ER_LIVE_BUFFER_EVENTS
+        self._wakeup = asyncio.Event()
+        self._error: EventRelayError | None = None
+
+    def offer(self, event: StoredEvent) -> None:
+        """Called by the feed, in offset order, for every event of the topic."""
+        if self._error is not None or event.offset <= self.delivered_through:
+            return
+        if self.ref.id is not None and event.topic_id != self.ref.id:
+            return
+        if len(self._queue) >= self._limit:
+            self.fail(
+                SlowConsumer(
+                    f"subscriber fell more than {self._limit} events behind on '{self.ref}'; "
+                    "resubscribe from the last offset received + 1"
+                )
+            )
+            return
+        self._queue.append(event)
+        self._wakeup.set()
+
+    def fail(self, error: EventRelayError) -> None:
+        """End the subscription: the buffered events are dropped and the iterator raises ``error``."""
+        if self._error is None:
+            self._error = error
+            self._queue.clear()
+            self.feed.detach(self)
+            self._wakeup.set()
+
+    async def next_event(self) -> StoredEvent:
+        while True:
+            if self._error is not None:
+                raise self._error
+            while self._queue:
+                event = self._queue.popleft()
+                if event.offset > self.delivered_through:  # else the replay already delivered it
+                    self.delivered_through = event.offset
+                    return event
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._queue)
+
+
+class TopicFeed:
+    """This process's single view of one topic's live events (see the module docstring)."""
+
+    def __init__(self, hub: "LiveHub", topic_name: str) -> None:
+        self.hub = hub
+        self.topic_name = topic_name
+        self.ref = TopicRef(topic_name)
+        self.cursor = 0
+        self.subscriptions: set[Subscription] = set()
+        self.closed = False
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._topic_pk: int | None = None
+        self._lock = asyncio.Lock()
+        self._layer = get_channel_layer()
+        self._channel: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        try:
+            # Subscribe first, then read the head: anything committed after the read is notified to us.
+            self._channel = await self._layer.new_channel()
+            await self._layer.group_add(group_name(self.topic_name), self._channel)
+            self._topic_pk, self.cursor = await run_sync(_topic_head, self.topic_name)
+        except BaseException as exc:
+            self.closed = True
+            self.ready.set_exception(exc)
+            await self._leave_group()
+            raise
+        self._tasks = [asyncio.create_task(self._receive_loop()), asyncio.create_task(self._tick_loop())]
+        self.ready.set_result(None)
+
+    def attach(self, ref: TopicRef) -> Subscription:
+        """Attach a subscriber; it gets every event with offset > the cursor at this instant."""
+        subscription = Subscription(self, ref, live_from=self.cursor)
+        self.subscriptions.add(subscription)
+        return subscription
+
+    def detach(self, subscription: Subscription) -> None:
+        self.subscriptions.discard(subscription)
+        if not self.subscriptions and not self.closed:
+            self.closed = True
+            self.hub.forget(self)
+            asyncio.get_running_loop().create_task(self.stop())
+
+    async def stop(self) -> None:
+        self.closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._leave_group()
+
+    async def _leave_group(self) -> None:
+        if self._channel is not None:
+            try:
+                await self._layer.group_discard(group_name(self.topic_name), self._channel)
+            except Exception:
+                logger.warning("could not leave the pub/sub group of '%s'", self.topic_name, exc_info=True)
+
+    def fail_all(self, error: EventRelayError) -> None:
+        for subscription in list(self.subscriptions):
+            subscription.fail(error)
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self._layer.receive(self._channel)
+            try:
+                async with self._lock:
+                    await self._on_notification(message)
+            except NotFound as exc:
+                self.fail_all(exc)
+            except Exception:
+                logger.warning("live feed '%s' could not handle a notification", self.topic_name, exc_info=True)
+
+    async def _tick_loop(self) -> None:
+        interval = settings.ER_LIVE_TICK_MS / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._lock:
+                    await self._check_head()
+            except NotFound as exc:
+                self.fail_all(exc)
+            except Exception:
+                logger.warning("live feed '%s' could not check its topic's head", self.topic_name, exc_info=True)
+
+    async def _on_notification(self, message: dict[str, Any]) -> None:
+        first, last = message["first"], message["last"]
+        if last <= self.cursor:
+            return  # everything in it was already dispatched
+        if first <= self.cursor + 1 and "events" in message:
+            self._dispatch([_decode(self.topic_name, item) for item in message["events"]])
+        else:
+            await self._catch_up(until=last)
+
+    async def _check_head(self) -> None:
+        topic_pk, last_offset = await run_sync(_topic_head, self.topic_name)
+        if topic_pk != self._topic_pk or last_offset < self.cursor:
+            raise NotFound(f"topic '{self.topic_name}' was deleted", field="topic")
+        if last_offset > self.cursor:
+            await self._catch_up(until=last_offset)
+
+    async def _catch_up(self, until: int) -> None:
+        """Read from PostgreSQL every event after the cursor up to ``until`` (all committed)."""
+        while self.cursor < until:
+            events = await run_sync(read_events, self.ref, after=self.cursor, limit=READ_PAGE)
+            if not events:
+                return
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[StoredEvent]) -> None:
+        # Synchronous on purpose: no await between advancing the cursor and offering, so an attach
+        # (which reads the cursor) never falls between the two.
+        for event in events:
+            if event.offset != self.cursor + 1:
+                if event.offset <= self.cursor:
+                    continue
+                raise AssertionError(f"feed '{self.topic_name}' would skip from {self.cursor} to {event.offset}")
+            self.cursor = event.offset
+            for subscription in list(self.subscriptions):
+                subscription.offer(event)
+
+
+def _topic_head(topic_name: str) -> tuple[int, int]:
+    row = Topic.objects.named(topic_name).values_list("pk", "last_offset").first()
+    if row is None:
+        raise NotFound(f"topic '{topic_name}' does not exist", field="topic")
+    return row
+
+
+class LiveHub:
+    """The feeds of one event loop (one per process in practice)."""
+
+    def __init__(self) -> None:
+        self.feeds: dict[str, TopicFeed] = {}
+        self.closed = False
+
+    async def feed(self, topic_name: str) -> TopicFeed:
+        if self.closed:
+            raise Unavailable("server is shutting down")
+        feed = self.feeds.get(topic_name)
+        if feed is None or feed.closed:
+            feed = TopicFeed(self, topic_name)
+            self.feeds[topic_name] = feed
+            try:
+                await feed.start()
+            except BaseException:
+                self.forget(feed)
+                raise
+        else:
+            await asyncio.shield(feed.ready)
+        return feed
+
+    def forget(self, feed: TopicFeed) -> None:
+        if self.feeds.get(feed.topic_name) is feed:
+            del self.feeds[feed.topic_name]
+
+    async def close(self) -> None:
+        """End every subscription (``Unavailable``: resume elsewhere by offset) and every feed."""
+        self.closed = True
+        feeds = list(self.feeds.values())
+        for feed in feeds:
+            feed.fail_all(Unavailable("server is shutting down; resubscribe from the last offset received + 1"))
+        await asyncio.gather(*(feed.stop() for feed in feeds), return_exceptions=True)
+
+
+_hubs: dict[asyncio.AbstractEventLoop, LiveHub] = {}
+
+
+def get_hub() -> LiveHub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = LiveHub()
+    return hub
+
+
+@asynccontextmanager
+async def subscribe(ref: TopicRef, from_offset: int | None = None) -> AsyncIterator[AsyncIterator[StoredEvent]]:
+    """Live events of ``ref`` (authorization already checked by the caller).
+
+    Without ``from_offset``: events committed from now on. With it: stored events from that offset,
+    then live ones, each offset exactly once and in order. Iteration raises ``SlowConsumer`` when
+    the subscriber falls too far behind, ``NotFound`` when the topic is deleted and
+    ``Unavailable`` when the server shuts down.
+    """
+    hub = get_hub()
+    subscription: Subscription | None = None
+    feed: TopicFeed | None = None
+
+    async def events() -> AsyncIterator[StoredEvent]:
+        nonlocal subscription, feed
+        feed = await hub.feed(ref.name)
+        if from_offset is None:
+            subscription = feed.attach(ref)
+        else:
+            after = max(from_offset, 1) - 1
+            # Catch up from the table without buffering live events, while far behind.
+            while True:
+                page = await run_sync(read_events, ref, after=after, limit=READ_PAGE)
+                for event in page:
+                    yield event
+                    after = event.offset
+                if len(page) < READ_PAGE:
+                    break
+            # Near the head: attach, then replay what is left up to the attach point.
+            subscription = feed.attach(ref)
+            subscription.delivered_through = after
+            while after < subscription.live_from:
+                page = await run_sync(read_events, ref, after=after, limit=READ_PAGE)
+                replay = [event for event in page if event.offset <= subscription.live_from]
+                for event in replay:
+                    yield event
+                    after = subscription.delivered_through = event.offset
+                if len(replay) < READ_PAGE:
+                    break
+        while True:
+            yield await subscription.next_event()
+
+    iterator = events()
+    try:
+        yield iterator
+    finally:
+        await iterator.aclose()
+        if subscription is not None:
+            subscription.feed.detach(subscription)

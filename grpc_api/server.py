@@ -1,0 +1,68 @@
+"""The gRPC server process: grpc.aio, our two services, health and reflection, graceful shutdown."""
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from django.conf import settings
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from eventrelay.v1 import eventrelay_pb2 as pb
+from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
+from events import live
+from grpc_api.servicers import EventsServicer, TopicsServicer
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["Topics"].full_name,
+    pb.DESCRIPTOR.services_by_name["Events"].full_name,
+)
+
+
+def build_server() -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    # Room for a maximal publish request (ER_MAX_REQUEST_BYTES of payload) plus its framing.
+    max_message = settings.ER_MAX_REQUEST_BYTES + 4 * 1024 * 1024
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+        ]
+    )
+    pb_grpc.add_TopicsServicer_to_server(TopicsServicer(), server)
+    pb_grpc.add_EventsServicer_to_server(EventsServicer(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    return server, health_servicer
+
+
+async def serve(host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully.
+
+    Shutdown: health turns NOT_SERVING, live streams end with UNAVAILABLE (clients resume by offset
+    on another server), new calls are refused, and in-flight unary calls get
+    ``ER_GRPC_GRACE_SECONDS`` to finish.
+    """
+    server, health_servicer = build_server()
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("gRPC server listening on %s:%s", host, bound)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+
+    logger.info("gRPC server shutting down")
+    await health_servicer.enter_graceful_shutdown()
+    await live.get_hub().close()
+    await server.stop(settings.ER_GRPC_GRACE_SECONDS)
+    logger.info("gRPC server stopped")
