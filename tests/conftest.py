@@ -2,12 +2,17 @@
 and, where it needs one, the real Redis."""
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from eventrelay.auth import Principal, authenticate, mint_token
 from topics.models import Topic
 from topics.services import create_topic, delete_topic
+
+if TYPE_CHECKING:
+    from tests.grpc_client import Client
+    from tests.processes import GrpcServer
 
 
 @pytest.fixture
@@ -50,3 +55,24 @@ def make_topic(db: None) -> Iterator[Callable[[str], Topic]]:
     for name in created:
         if Topic.objects.filter(name=name).exists():
             delete_topic(name)
+
+
+@pytest.fixture(scope="session")
+def grpc_server(django_db_setup: None) -> Iterator["GrpcServer"]:
+    """One real grpcserver process for the session, on the test database."""
+    from tests.processes import GrpcServer
+
+    server = GrpcServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def admin_client(grpc_server: "GrpcServer", transactional_db: None) -> Iterator["Client"]:
+    """A gRPC client with an admin token. Tests that talk to a server process need committed data,
+    hence ``transactional_db``."""
+    from tests.grpc_client import Client
+
+    client = Client(grpc_server.address, mint_token([], admin=True))
+    yield client
+    client.close()

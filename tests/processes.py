@@ -61,3 +61,49 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 def log_of(log_name: str) -> str:
     path = REPO / ".pytest_cache" / f"{log_name}.log"
     return path.read_text() if path.exists() else ""
+
+
+def test_database_url() -> str:
+    """DATABASE_URL of the database this test session uses (pytest-django's test database)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class GrpcServer:
+    """A real ``manage.py grpcserver`` process on a free loopback port."""
+
+    def __init__(self, env: dict[str, str] | None = None, name: str = "grpcserver") -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.name = name
+        self.process = start(
+            [str(VENV_BIN / "python"), "manage.py", "grpcserver", "--port", str(self.port)],
+            env={"DATABASE_URL": test_database_url(), "ER_LIVE_TICK_MS": "200", **(env or {})},
+            log_name=name,
+        )
+        self.wait_serving()
+
+    def wait_serving(self, timeout: float = 60) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        def serving() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{log_of(self.name)}")
+            with grpc.insecure_channel(self.address) as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                except grpc.RpcError:
+                    return False
+                return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        wait_until(serving, timeout, f"{self.name} to serve on {self.address}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        stop(self.process, sig)
+
+    def log(self) -> str:
+        return log_of(self.name)
