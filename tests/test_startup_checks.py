@@ -87,6 +87,17 @@ def test_daphne_refuses_to_start_without_a_usable_secret(secret: str, message: s
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(("secret", "message"), BAD_SECRETS)
+def test_grpcserver_refuses_to_start_without_a_usable_secret(secret: str, message: str) -> None:
+    command = [PYTHON, "manage.py", "grpcserver", "--host", "127.0.0.1", "--port", str(free_port())]
+
+    finished = start(command, secret, timeout=30)
+
+    assert finished.returncode != 0
+    assert message in finished.stdout + finished.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("secret", "message"), BAD_SECRETS)
 def test_the_celery_worker_refuses_to_start_without_a_usable_secret(secret: str, message: str) -> None:
     # A queue nobody publishes to: should the worker wrongly start, it must not take real work.
     command = [
