@@ -12,6 +12,8 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
+# Output of every process a test starts, kept after the run for debugging (ignored by git).
+LOG_DIR = REPO / ".test-logs"
 
 
 def free_port() -> int:
@@ -22,7 +24,8 @@ def free_port() -> int:
 
 def start(command: list[str], env: dict[str, str] | None = None, log_name: str = "process") -> subprocess.Popen:
     """Start ``command`` in its own process group (so stop() also ends its children)."""
-    log = open(REPO / ".pytest_cache" / f"{log_name}.log", "w")
+    LOG_DIR.mkdir(exist_ok=True)
+    log = open(LOG_DIR / f"{log_name}.log", "w")
     return subprocess.Popen(
         command,
         cwd=REPO,
@@ -59,7 +62,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def log_of(log_name: str) -> str:
-    path = REPO / ".pytest_cache" / f"{log_name}.log"
+    path = LOG_DIR / f"{log_name}.log"
     return path.read_text() if path.exists() else ""
 
 
