@@ -1,4 +1,4 @@
-"""ASGI entry point served by daphne: HTTP (admin, REST, health) and, later, WebSocket."""
+"""ASGI entry point served by daphne: HTTP (admin, health) and the WebSocket API at /ws/events."""
 
 import os
 
@@ -8,10 +8,19 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventrelay.settings")
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
+from django.urls import path  # noqa: E402
 
 from eventrelay.checks import raise_on_configuration_errors  # noqa: E402
+from events.websocket import EventsConsumer  # noqa: E402
 
 raise_on_configuration_errors()
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+# No origin check on WebSockets: they authenticate with a bearer token, never with cookies, so a
+# page on another origin cannot borrow a visitor's credentials.
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter([path("ws/events", EventsConsumer.as_asgi())]),
+    }
+)

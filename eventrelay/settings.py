@@ -132,6 +132,11 @@ ER_LIVE_TICK_MS = env_int("ER_LIVE_TICK_MS", 1000)
 # Events buffered per live subscription before it is ended with slow_consumer.
 ER_LIVE_BUFFER_EVENTS = env_int("ER_LIVE_BUFFER_EVENTS", 1000)
 
+# WebSocket: the largest text frame accepted (a maximal publish plus its JSON framing), and how many
+# bytes may wait unread on one connection before its subscriptions end with slow_consumer.
+ER_WS_MAX_FRAME_BYTES = env_int("ER_WS_MAX_FRAME_BYTES", ER_MAX_REQUEST_BYTES + 1024 * 1024)
+ER_WS_MAX_BUFFER_BYTES = env_int("ER_WS_MAX_BUFFER_BYTES", 4 * 1024 * 1024)
+
 # gRPC server: StreamEvents sends live events, so its keepalive keeps idle streams open.
 ER_GRPC_GRACE_SECONDS = env_int("ER_GRPC_GRACE_SECONDS", 10)
 

@@ -14,8 +14,8 @@ import uuid
 import grpc
 
 sys.path.insert(0, os.getcwd())
-from eventrelay.v1 import eventrelay_pb2 as pb  # noqa: E402
-from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc  # noqa: E402
+from eventrelay.v1 import eventrelay_pb2 as pb
+from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 
 channel = grpc.insecure_channel(os.environ.get("ER_GRPC_ADDRESS", "127.0.0.1:50051"))
 auth = [("authorization", f"Bearer {os.environ['ER_TOKEN']}")]

@@ -1,0 +1,182 @@
+"""The WebSocket API (``/ws/events``): JSON text frames, as SPEC.md "WebSocket API" describes.
+
+The consumer is a transport: it parses frames, authorizes through ``eventrelay.auth``, calls the
+``events`` services and the live hub, and serializes their answers. Each subscription runs in its own
+task that forwards events from the hub in offset order.
+"""
+
+import asyncio
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from eventrelay.auth import Principal, authenticate, require_read, token_from_authorization
+from eventrelay.db import run_sync
+from eventrelay.errors import EventRelayError, InvalidInput, SlowConsumer, Unauthenticated, Unavailable
+from events import live
+from events.canonical import to_canonical
+from events.services import publish
+from topics.refs import TopicRef
+from topics.services import get_topic
+
+logger = logging.getLogger(__name__)
+
+# SPEC.md's WebSocket error codes. Service errors without a WebSocket code of their own (a size limit,
+# an eventId conflict) are "invalid": the frame asked for something that cannot be done.
+WS_ERROR_CODES = {"forbidden", "invalid", "not_found", "rate_limited", "slow_consumer"}
+
+
+def error_frame(error: EventRelayError, **extra: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "error",
+        "code": error.code if error.code in WS_ERROR_CODES else "invalid",
+        "message": error.message,
+    }
+    if error.field:
+        frame["field"] = error.field
+    frame.update({key: value for key, value in extra.items() if value is not None})
+    return frame
+
+
+def token_from_scope(scope: dict[str, Any]) -> str:
+    """``?token=<jwt>`` or an ``authorization: Bearer <jwt>`` header."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if query.get("token"):
+        return query["token"][0]
+    headers = dict(scope.get("headers") or [])
+    header = headers.get(b"authorization")
+    return token_from_authorization(header.decode("latin-1") if header else None)
+
+
+class EventsConsumer(AsyncWebsocketConsumer):
+    # Events reach this consumer through the live hub (one Redis subscription per process per
+    # topic), not through a channel of its own: no per-connection Redis subscription.
+    channel_layer_alias = "eventrelay-no-per-connection-channel"
+
+    principal: Principal
+    subscriptions: dict[str, asyncio.Task[None]]
+
+    async def connect(self) -> None:
+        try:
+            self.principal = authenticate(token_from_scope(self.scope))
+        except Unauthenticated as error:
+            logger.info("refused a WebSocket handshake: %s", error.message)
+            await self.close(code=4401)  # before accept: daphne answers the handshake with 403
+            return
+        self.subscriptions = {}
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for task in getattr(self, "subscriptions", {}).values():
+            task.cancel()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        ref = None
+        try:
+            frame = self._parse(text_data, bytes_data)
+            ref = frame.get("ref") if isinstance(frame.get("ref"), str) else None
+            handler = {
+                "subscribe": self._subscribe,
+                "unsubscribe": self._unsubscribe,
+                "publish": self._publish,
+            }.get(frame.get("type"))
+            if handler is None:
+                raise InvalidInput(
+                    f"unknown frame type {frame.get('type')!r}: expected subscribe, unsubscribe or publish",
+                    field="type",
+                )
+            await handler(frame)
+        except EventRelayError as error:
+            await self._send_json(error_frame(error, ref=ref))
+
+    def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+        if text_data is None:
+            raise InvalidInput("binary frames are not supported: send JSON text frames")
+        limit = settings.ER_WS_MAX_FRAME_BYTES
+        if len(text_data) > limit:
+            raise InvalidInput(f"frame is {len(text_data)} characters long; at most {limit} are allowed")
+        try:
+            frame = json.loads(text_data)
+        except ValueError as exc:
+            raise InvalidInput(f"frame is not valid JSON ({exc})") from None
+        if not isinstance(frame, dict):
+            raise InvalidInput("frame must be a JSON object with a 'type'", field="type")
+        if "type" not in frame:
+            raise InvalidInput("frame has no 'type': expected subscribe, unsubscribe or publish", field="type")
+        return frame
+
+    # --- frames ------------------------------------------------------------------------------------
+
+    async def _subscribe(self, frame: dict[str, Any]) -> None:
+        ref = TopicRef.parse(frame.get("topic"))
+        from_offset = frame.get("fromOffset")
+        if from_offset is not None and (type(from_offset) is not int or from_offset < 0):
+            raise InvalidInput("fromOffset must be a whole number >= 0", field="fromOffset")
+        require_read(self.principal, ref)
+        topic = await run_sync(get_topic, ref.name)
+        key = str(ref)
+        previous = self.subscriptions.pop(key, None)
+        if previous is not None:
+            # Subscribing again (say, after slow_consumer) replaces the subscription.
+            previous.cancel()
+        await self._send_json({"type": "subscribed", "topic": key, "offset": topic.last_offset})
+        self.subscriptions[key] = asyncio.create_task(self._forward(ref, from_offset))
+
+    async def _unsubscribe(self, frame: dict[str, Any]) -> None:
+        ref = TopicRef.parse(frame.get("topic"))
+        task = self.subscriptions.pop(str(ref), None)
+        if task is None:
+            raise InvalidInput(f"not subscribed to '{ref}'", field="topic")
+        task.cancel()
+        await self._send_json({"type": "unsubscribed", "topic": str(ref)})
+
+    async def _publish(self, frame: dict[str, Any]) -> None:
+        ref = TopicRef.parse(frame.get("topic"))
+        stored = await run_sync(publish, self.principal, ref, frame.get("events"), "websocket")
+        reply: dict[str, Any] = {"type": "published"}
+        if isinstance(frame.get("ref"), str):
+            reply["ref"] = frame["ref"]
+        reply["events"] = [to_canonical(event) for event in stored]
+        await self._send_json(reply)
+
+    # --- live events -------------------------------------------------------------------------------
+
+    async def _forward(self, ref: TopicRef, from_offset: int | None) -> None:
+        """Send the subscription's events in order until it ends; tell the client why it ended."""
+        key = str(ref)
+        last_sent: int | None = None
+        try:
+            async with live.subscribe(ref, from_offset) as events:
+                async for event in events:
+                    if self._transport_backlog() > settings.ER_WS_MAX_BUFFER_BYTES:
+                        raise SlowConsumer(
+                            f"the connection has more than {settings.ER_WS_MAX_BUFFER_BYTES} bytes waiting to be "
+                            f"read; resubscribe to '{key}' with fromOffset = the last offset received + 1"
+                        )
+                    await self._send_json({"type": "event", "topic": key, "event": to_canonical(event)})
+                    last_sent = event.offset
+        except Unavailable:
+            await self.close(code=1012)  # service restart: reconnect and resubscribe by offset
+        except EventRelayError as error:
+            if self.subscriptions.get(key) is asyncio.current_task():
+                del self.subscriptions[key]
+            await self._send_json(error_frame(error, topic=key, lastOffset=last_sent))
+        except Exception:
+            logger.exception("subscription to '%s' failed", key)
+            if self.subscriptions.get(key) is asyncio.current_task():
+                del self.subscriptions[key]
+            await self._send_json(
+                {"type": "error", "code": "invalid", "topic": key, "message": "internal error; resubscribe by offset"}
+            )
+
+    def _transport_backlog(self) -> int:
+        """Bytes sent to this connection that the client has not read yet (0 if the server cannot tell)."""
+        probe = self.scope.get("extensions", {}).get("eventrelay.transport_backlog")
+        return probe() if probe is not None else 0
+
+    async def _send_json(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
