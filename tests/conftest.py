@@ -12,7 +12,7 @@ from topics.services import create_topic, delete_topic
 
 if TYPE_CHECKING:
     from tests.grpc_client import Client
-    from tests.processes import GrpcServer
+    from tests.processes import GrpcServer, WebServer
 
 
 @pytest.fixture
@@ -76,3 +76,13 @@ def admin_client(grpc_server: "GrpcServer", transactional_db: None) -> Iterator[
     client = Client(grpc_server.address, mint_token([], admin=True))
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup: None) -> Iterator["WebServer"]:
+    """One real daphne process for the session, on the test database."""
+    from tests.processes import WebServer
+
+    server = WebServer()
+    yield server
+    server.stop()

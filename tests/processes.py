@@ -110,3 +110,31 @@ class GrpcServer:
 
     def log(self) -> str:
         return log_of(self.name)
+
+
+class WebServer:
+    """A real daphne process (the Procfile's ``web``) on a free loopback port."""
+
+    def __init__(self, env: dict[str, str] | None = None, name: str = "web") -> None:
+        self.port = free_port()
+        self.name = name
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws/events"
+        self.process = start(
+            [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "eventrelay.asgi:application"],
+            env={"DATABASE_URL": test_database_url(), "ER_LIVE_TICK_MS": "200", **(env or {})},
+            log_name=name,
+        )
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{log_of(self.name)}")
+            return requests.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+
+        wait_until(ready, 60, f"{self.name} to answer /healthz")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        stop(self.process, sig)
+
+    def log(self) -> str:
+        return log_of(self.name)
