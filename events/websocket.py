@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 # an eventId conflict) are "invalid": the frame asked for something that cannot be done.
 WS_ERROR_CODES = {"forbidden", "invalid", "not_found", "rate_limited", "slow_consumer"}
 
+# Close codes (autobahn accepts only 1000 and 3000-4999 from an application).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_SLOW = 4008  # never reads what it asked for: the connection is dropped
+CLOSE_SERVICE_RESTART = 4012  # like 1012: reconnect and resubscribe by offset
+REPLY_BACKLOG_FACTOR = 4
+
 
 def error_frame(error: EventRelayError, **extra: Any) -> dict[str, Any]:
     frame: dict[str, Any] = {
@@ -65,7 +71,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
             self.principal = authenticate(token_from_scope(self.scope))
         except Unauthenticated as error:
             logger.info("refused a WebSocket handshake: %s", error.message)
-            await self.close(code=4401)  # before accept: daphne answers the handshake with 403
+            await self.close(code=CLOSE_UNAUTHENTICATED)  # before accept: daphne answers the handshake with 403
             return
         self.subscriptions = {}
         await self.accept()
@@ -159,8 +165,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
                         )
                     await self._send_json({"type": "event", "topic": key, "event": to_canonical(event)})
                     last_sent = event.offset
+                    # ASGI sends never block: yield so the server can flush this frame to the socket
+                    # before the next one (otherwise a burst would all count as backlog).
+                    await asyncio.sleep(0)
         except Unavailable:
-            await self.close(code=1012)  # service restart: reconnect and resubscribe by offset
+            await self.close(code=CLOSE_SERVICE_RESTART)
         except EventRelayError as error:
             if self.subscriptions.get(key) is asyncio.current_task():
                 del self.subscriptions[key]
@@ -174,9 +183,18 @@ class EventsConsumer(AsyncWebsocketConsumer):
             )
 
     def _transport_backlog(self) -> int:
-        """Bytes sent to this connection that the client has not read yet (0 if the server cannot tell)."""
+        """Bytes sent to this connection still waiting in the server (0 if the server cannot tell).
+
+        ``eventrelay.webserver`` (the Procfile's ``web``) puts the probe in the scope; plain daphne
+        does not, and then slow readers go undetected.
+        """
         probe = self.scope.get("extensions", {}).get("eventrelay.transport_backlog")
         return probe() if probe is not None else 0
 
     async def _send_json(self, frame: dict[str, Any]) -> None:
+        if self._transport_backlog() > REPLY_BACKLOG_FACTOR * settings.ER_WS_MAX_BUFFER_BYTES:
+            # A client that keeps publishing but never reads its replies: subscriptions are bounded
+            # above, and this bounds everything else.
+            await self.close(code=CLOSE_TOO_SLOW)
+            return
         await self.send(text_data=json.dumps(frame, ensure_ascii=False))

@@ -113,7 +113,7 @@ class GrpcServer:
 
 
 class WebServer:
-    """A real daphne process (the Procfile's ``web``) on a free loopback port."""
+    """The Procfile's ``web`` process (daphne through eventrelay.webserver) on a free loopback port."""
 
     def __init__(self, env: dict[str, str] | None = None, name: str = "web") -> None:
         self.port = free_port()
@@ -121,7 +121,11 @@ class WebServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws/events"
         self.process = start(
-            [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "eventrelay.asgi:application"],
+            [
+                str(VENV_BIN / "python"),
+                *("-m", "eventrelay.webserver", "-b", "127.0.0.1", "-p", str(self.port)),
+                "eventrelay.asgi:application",
+            ],
             env={"DATABASE_URL": test_database_url(), "ER_LIVE_TICK_MS": "200", **(env or {})},
             log_name=name,
         )
