@@ -159,30 +159,41 @@ def clamp_batch_size(batch_size: int | None) -> int:
 def read_events(ref: TopicRef, *, after: int, limit: int) -> list[StoredEvent]:
     """Stored events of ``ref`` with offset > ``after``, ascending, at most ``limit``.
 
-    No authorization: callers (pull, live catch-up, webhook delivery) have already checked it.
+    ``users`` reads every id of the topic; ``users:123`` only that id. No authorization: callers
+    (pull, live catch-up) have already checked it.
     """
-    if not Topic.objects.named(ref.name).exists():
-        raise NotFound(f"topic '{ref.name}' does not exist", field="topic")
-    sql, params = read_events_query(ref, after=after, limit=limit)
+    return _read(ref.name, ref.id, after=after, limit=limit)
+
+
+def read_stream_events(topic_name: str, topic_id: str, *, after: int, limit: int) -> list[StoredEvent]:
+    """Like :func:`read_events` for exactly one topic id, where ``""`` means the events published
+    to the bare topic name (webhook delivery streams are per full topic)."""
+    return _read(topic_name, topic_id, after=after, limit=limit)
+
+
+def _read(topic_name: str, topic_id: str | None, *, after: int, limit: int) -> list[StoredEvent]:
+    if not Topic.objects.named(topic_name).exists():
+        raise NotFound(f"topic '{topic_name}' does not exist", field="topic")
+    sql, params = read_events_query(topic_name, topic_id, after=after, limit=limit)
     try:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
     except ProgrammingError:
         # The topic was dropped between the check and the read.
-        raise NotFound(f"topic '{ref.name}' does not exist", field="topic") from None
-    return [_row_to_event(ref.name, row) for row in rows]
+        raise NotFound(f"topic '{topic_name}' does not exist", field="topic") from None
+    return [_row_to_event(topic_name, row) for row in rows]
 
 
-def read_events_query(ref: TopicRef, *, after: int, limit: int) -> tuple[str, list[Any]]:
-    """The SQL of :func:`read_events`: a primary-key range scan for a whole topic, the
-    ``(topic_id, offset)`` index for one topic id. Tests EXPLAIN exactly this."""
-    table = connection.ops.quote_name(events_table_name(ref.name))
-    if ref.id is None:
+def read_events_query(topic_name: str, topic_id: str | None, *, after: int, limit: int) -> tuple[str, list[Any]]:
+    """The SQL of the reads above: a primary-key range scan for a whole topic (``topic_id`` None),
+    the ``(topic_id, offset)`` index for one topic id. Tests EXPLAIN exactly this."""
+    table = connection.ops.quote_name(events_table_name(topic_name))
+    if topic_id is None:
         return f'SELECT {_COLUMNS} FROM {table} WHERE "offset" > %s ORDER BY "offset" LIMIT %s', [after, limit]
     return (
         f'SELECT {_COLUMNS} FROM {table} WHERE topic_id = %s AND "offset" > %s ORDER BY "offset" LIMIT %s',
-        [ref.id, after, limit],
+        [topic_id, after, limit],
     )
 
 
