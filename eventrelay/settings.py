@@ -140,6 +140,23 @@ ER_WS_MAX_BUFFER_BYTES = env_int("ER_WS_MAX_BUFFER_BYTES", 4 * 1024 * 1024)
 # gRPC server: StreamEvents sends live events, so its keepalive keeps idle streams open.
 ER_GRPC_GRACE_SECONDS = env_int("ER_GRPC_GRACE_SECONDS", 10)
 
+# --- Webhooks ---------------------------------------------------------------------------------------
+
+ER_WEBHOOK_MAX_ATTEMPTS = env_int("ER_WEBHOOK_MAX_ATTEMPTS", 20)
+ER_WEBHOOK_BACKOFF_BASE_MS = env_int("ER_WEBHOOK_BACKOFF_BASE_MS", 1000)
+ER_WEBHOOK_BACKOFF_CAP_MS = env_int("ER_WEBHOOK_BACKOFF_CAP_MS", 3_600_000)
+ER_WEBHOOK_TIMEOUT_S = env_int("ER_WEBHOOK_TIMEOUT_S", 10)
+# Destinations resolving to loopback/private/link-local addresses are refused unless this is on.
+ER_WEBHOOK_ALLOW_PRIVATE = env_bool("ER_WEBHOOK_ALLOW_PRIVATE", False)
+# A worker's claim on a stream lasts this long past each request's timeout; a crashed worker's
+# streams are picked up by the sweep once it expires.
+ER_WEBHOOK_LEASE_MARGIN_S = env_int("ER_WEBHOOK_LEASE_MARGIN_S", 30)
+# How often beat sweeps for streams that are due, and how long a queued wake-up may stay unclaimed
+# before the sweep assumes its message was lost and queues another.
+ER_WEBHOOK_SWEEP_S = env_int("ER_WEBHOOK_SWEEP_S", 5)
+ER_WEBHOOK_REQUEUE_S = env_int("ER_WEBHOOK_REQUEUE_S", 60)
+ER_WEBHOOK_RESPONSE_BODY_BYTES = env_int("ER_WEBHOOK_RESPONSE_BODY_BYTES", 4096)
+
 # --- Celery (webhook delivery, periodic sweeps) ---------------------------------------------------
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
@@ -147,3 +164,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+# Tests give each run a queue of its own, so a developer's running worker never takes their tasks.
+CELERY_TASK_DEFAULT_QUEUE = env_str("ER_CELERY_QUEUE", "celery")
+CELERY_BEAT_SCHEDULE = {
+    "sweep-webhook-streams": {"task": "webhooks.tasks.sweep", "schedule": float(ER_WEBHOOK_SWEEP_S)},
+}

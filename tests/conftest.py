@@ -86,3 +86,13 @@ def web_server(django_db_setup: None) -> Iterator["WebServer"]:
     server = WebServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _celery_uses_the_test_queue() -> Iterator[None]:
+    """Tasks this test process queues (wake-ups after a publish) go to the run's own queue."""
+    from eventrelay.celery import app
+    from tests.processes import TEST_QUEUE
+
+    app.conf.task_default_queue = TEST_QUEUE
+    yield

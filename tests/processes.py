@@ -12,6 +12,11 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
+# Every process a test run starts uses this Celery queue, so no other worker takes its tasks.
+TEST_QUEUE = f"er_test_{os.getpid()}"
+# Settings every server process of a test run shares (webhooks go to a receiver on 127.0.0.1).
+COMMON_ENV = {"ER_CELERY_QUEUE": TEST_QUEUE, "ER_WEBHOOK_ALLOW_PRIVATE": "1", "ER_LIVE_TICK_MS": "200"}
+
 # Output of every process a test starts, kept after the run for debugging (ignored by git).
 LOG_DIR = REPO / ".test-logs"
 
@@ -84,7 +89,7 @@ class GrpcServer:
         self.name = name
         self.process = start(
             [str(VENV_BIN / "python"), "manage.py", "grpcserver", "--port", str(self.port)],
-            env={"DATABASE_URL": test_database_url(), "ER_LIVE_TICK_MS": "200", **(env or {})},
+            env={"DATABASE_URL": test_database_url(), **COMMON_ENV, **(env or {})},
             log_name=name,
         )
         self.wait_serving()
@@ -126,7 +131,7 @@ class WebServer:
                 *("-m", "eventrelay.webserver", "-b", "127.0.0.1", "-p", str(self.port)),
                 "eventrelay.asgi:application",
             ],
-            env={"DATABASE_URL": test_database_url(), "ER_LIVE_TICK_MS": "200", **(env or {})},
+            env={"DATABASE_URL": test_database_url(), **COMMON_ENV, **(env or {})},
             log_name=name,
         )
 
@@ -142,3 +147,46 @@ class WebServer:
 
     def log(self) -> str:
         return log_of(self.name)
+
+
+class CeleryWorker:
+    """A real ``celery -A eventrelay worker`` process on the test database and a test queue."""
+
+    def __init__(self, env: dict[str, str] | None = None, name: str = "worker", concurrency: int = 2) -> None:
+        self.name = name
+        self.process = start(
+            [
+                str(VENV_BIN / "celery"),
+                *("-A", "eventrelay", "worker", "--loglevel", "INFO", "--queues", TEST_QUEUE),
+                *("--concurrency", str(concurrency), "--hostname", f"{name}-{os.getpid()}@%h", "--without-mingle"),
+                "--without-gossip",
+            ],
+            env={"DATABASE_URL": test_database_url(), **COMMON_ENV, **(env or {})},
+            log_name=name,
+        )
+        wait_until(lambda: "ready." in log_of(name) or self._exited(), 60, f"{name} to be ready")
+
+    def _exited(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{log_of(self.name)}")
+        return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        stop(self.process, sig)
+
+
+class CeleryBeat:
+    def __init__(self, env: dict[str, str] | None = None, name: str = "beat") -> None:
+        LOG_DIR.mkdir(exist_ok=True)
+        self.process = start(
+            [
+                str(VENV_BIN / "celery"),
+                *("-A", "eventrelay", "beat", "--loglevel", "INFO"),
+                *("--schedule", str(LOG_DIR / f"celerybeat-{os.getpid()}-{name}")),
+            ],
+            env={"DATABASE_URL": test_database_url(), **COMMON_ENV, **(env or {})},
+            log_name=name,
+        )
+
+    def stop(self) -> None:
+        stop(self.process)

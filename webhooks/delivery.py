@@ -1,0 +1,375 @@
+"""The delivery engine: one worker at a time works one stream, in offset order, at least once.
+
+A worker claims a stream with a conditional UPDATE (the lease; a row count of 0 means "another
+process got there first"), then POSTs the events after the stream's cursor one by one. Each
+acknowledged event advances the cursor in its own commit, so a crash re-sends at most the event that
+was in flight. A failure records the attempt, sets the next attempt time from the backoff, releases
+the lease and stops: later events of that stream wait, other streams keep flowing. Every state change
+is conditional on still holding the lease, so a worker whose lease expired cannot move a cursor that
+another worker now owns.
+"""
+
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import requests
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from eventrelay.errors import NotFound
+from events.canonical import StoredEvent, to_canonical
+from events.services import read_stream_events
+from topics.models import Topic
+from webhooks import signing, ssrf
+from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "EventRelay/0.1"
+READ_BATCH = 100
+# Retries sooner than this are queued as delayed Celery messages; later ones are left to the sweep.
+COUNTDOWN_LIMIT_S = 10
+
+_session: requests.Session | None = None
+
+
+def http_session() -> requests.Session:
+    """One session per worker process: keeps connections to receivers alive between events."""
+    global _session
+    if _session is None:
+        _session = requests.Session()
+    return _session
+
+
+# --- HTTP -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    status: int | None = None
+    error: str = ""
+    body: str = ""
+    retry_after_s: float | None = None
+    gone: bool = False
+    duration_ms: int = 0
+
+
+def post_event(destination: Destination, event: StoredEvent) -> Outcome:
+    """POST one event, signed. Any 2xx acknowledges; 410 means gone; anything else is a failure."""
+    started = time.monotonic()
+    try:
+        ssrf.check_url(destination.url, allow_private=settings.ER_WEBHOOK_ALLOW_PRIVATE)
+    except ValueError as exc:
+        return Outcome(ok=False, error=f"refused: {exc}")
+    body = json.dumps(to_canonical(event), ensure_ascii=False, separators=(",", ":")).encode()
+    headers = signing.webhook_headers(destination.secret, str(event.event_id), int(time.time()), body, USER_AGENT)
+    timeout = destination.effective_timeout_seconds
+    try:
+        response = http_session().post(
+            destination.url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+        )
+    except requests.Timeout:
+        return Outcome(ok=False, error=f"timed out after {timeout}s", duration_ms=_ms_since(started))
+    except requests.RequestException as exc:
+        return Outcome(ok=False, error=f"connection error: {exc}", duration_ms=_ms_since(started))
+    try:
+        text = _read_capped(response)
+    finally:
+        response.close()
+    status = response.status_code
+    outcome = Outcome(
+        ok=200 <= status < 300,
+        status=status,
+        body=text,
+        error="" if 200 <= status < 300 else f"HTTP {status}",
+        retry_after_s=_retry_after(response.headers.get("retry-after")),
+        gone=status == 410,
+        duration_ms=_ms_since(started),
+    )
+    return outcome
+
+
+def _read_capped(response: requests.Response) -> str:
+    limit = settings.ER_WEBHOOK_RESPONSE_BODY_BYTES
+    chunks, size = [], 0
+    try:
+        for chunk in response.iter_content(chunk_size=1024):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except requests.RequestException:
+        pass
+    return b"".join(chunks)[:limit].decode("utf-8", errors="replace")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, (parsedate_to_datetime(value) - timezone.now()).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def backoff_seconds(destination: Destination, attempts: int, retry_after_s: float | None = None) -> float:
+    """Exponential backoff with jitter (half fixed, half random), capped; ``Retry-After`` wins
+    when the receiver sends one, within the cap."""
+    cap = destination.effective_backoff_cap_ms / 1000
+    if retry_after_s is not None:
+        return min(retry_after_s, cap)
+    delay = min(cap, destination.effective_backoff_base_ms / 1000 * 2 ** (attempts - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+# --- Streams ----------------------------------------------------------------------------------------
+
+
+def claim(stream_id: int, owner: str, lease_seconds: float) -> bool:
+    """Take the stream's lease if it is free (or expired) and the stream is due."""
+    now = timezone.now()
+    claimed = (
+        DeliveryStream.objects.filter(pk=stream_id)
+        .due(now)
+        .update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds), enqueued_at=None)
+    )
+    return claimed == 1
+
+
+def _mine(stream_id: int, owner: str) -> QuerySet[DeliveryStream]:
+    return DeliveryStream.objects.filter(pk=stream_id, lease_owner=owner)
+
+
+def release(stream_id: int, owner: str, **changes: object) -> bool:
+    return _mine(stream_id, owner).update(lease_owner="", lease_expires_at=None, **changes) == 1
+
+
+def lease_seconds_for(destination: Destination) -> float:
+    return destination.effective_timeout_seconds + settings.ER_WEBHOOK_LEASE_MARGIN_S
+
+
+def deliver_stream(stream_id: int) -> str:
+    """Deliver a stream's pending events in order until it is empty or an event fails.
+
+    Safe to run twice at once or after a crash: only the lease holder sends, and only it moves the
+    cursor. Returns what happened (for logs and tests).
+    """
+    owner = uuid.uuid4().hex
+    stream = DeliveryStream.objects.select_related("destination").filter(pk=stream_id).first()
+    if stream is None:
+        return "gone"
+    destination = stream.destination
+    lease = lease_seconds_for(destination)
+    if not claim(stream_id, owner, lease):
+        return "not claimed"
+    try:
+        return _work(stream, destination, owner, lease)
+    except NotFound:
+        release(stream_id, owner, last_error="topic no longer exists")
+        return "topic deleted"
+    except BaseException:
+        # The lease expires by itself; release now so the sweep can retry sooner.
+        release(stream_id, owner, next_attempt_at=timezone.now() + timedelta(seconds=1))
+        raise
+
+
+def _work(stream: DeliveryStream, destination: Destination, owner: str, lease: float) -> str:
+    names = set(destination.event_names or ())
+    while True:
+        head = Topic.objects.filter(name=destination.topic_name).values_list("last_offset", flat=True).first()
+        if head is None:
+            raise NotFound("topic no longer exists")
+        events = read_stream_events(destination.topic_name, stream.topic_id, after=stream.last_offset, limit=READ_BATCH)
+        if not events:
+            # Nothing of this topic id up to the head read before the query: move the cursor there,
+            # so "behind" (cursor < topic head) stays a precise signal for the sweep.
+            if release(stream.pk, owner, last_offset=max(stream.last_offset, head)):
+                _requeue_if_more(stream)
+            return "drained"
+        for event in events:
+            if names and event.name not in names:
+                if not _advance(stream, owner, event.offset, delivered=False):
+                    return "lease lost"
+                continue
+            result = _attempt(stream, destination, owner, lease, event)
+            if result != "delivered":
+                return result
+
+
+def _attempt(stream: DeliveryStream, destination: Destination, owner: str, lease: float, event: StoredEvent) -> str:
+    # Renew the lease before each request, so it outlives the request's timeout.
+    if not _mine(stream.pk, owner).update(lease_expires_at=timezone.now() + timedelta(seconds=lease)):
+        return "lease lost"
+    attempt = DeliveryAttempt.objects.create(
+        stream=stream, event_id=event.event_id, offset=event.offset, attempt=stream.attempts + 1
+    )
+    outcome = post_event(destination, event)
+    attempt.status = DeliveryAttempt.Status.SUCCEEDED if outcome.ok else DeliveryAttempt.Status.FAILED
+    attempt.response_status = outcome.status
+    attempt.response_body = outcome.body
+    attempt.error = outcome.error
+    attempt.duration_ms = outcome.duration_ms
+    attempt.save(update_fields=["status", "response_status", "response_body", "error", "duration_ms"])
+
+    if outcome.ok:
+        return "delivered" if _advance(stream, owner, event.offset, delivered=True) else "lease lost"
+    if outcome.gone:
+        Destination.objects.filter(pk=destination.pk).update(
+            active=False, disabled_reason=f"receiver answered 410 Gone for offset {event.offset} at {timezone.now()}"
+        )
+        release(stream.pk, owner, attempts=stream.attempts + 1, last_error=outcome.error)
+        return "disabled"
+    attempts = stream.attempts + 1
+    if attempts >= destination.effective_max_attempts:
+        with transaction.atomic():
+            UndeliverableEvent.objects.get_or_create(
+                stream=stream,
+                offset=event.offset,
+                defaults={"event_id": event.event_id, "attempts": attempts, "last_error": outcome.error},
+            )
+            moved = _advance(stream, owner, event.offset, delivered=False, last_error=outcome.error)
+        return "delivered" if moved else "lease lost"
+    delay = backoff_seconds(destination, attempts, outcome.retry_after_s)
+    release(
+        stream.pk,
+        owner,
+        attempts=attempts,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        last_error=outcome.error,
+    )
+    if delay <= COUNTDOWN_LIMIT_S:
+        from webhooks.tasks import deliver
+
+        DeliveryStream.objects.filter(pk=stream.pk).update(enqueued_at=timezone.now())
+        deliver.apply_async((stream.pk,), countdown=delay)
+    return "retrying"
+
+
+def _advance(stream: DeliveryStream, owner: str, offset: int, *, delivered: bool, last_error: str = "") -> bool:
+    changes: dict[str, object] = {"last_offset": offset, "attempts": 0, "last_error": last_error}
+    if delivered:
+        changes["delivered_count"] = F("delivered_count") + 1
+    if not _mine(stream.pk, owner).update(**changes):
+        return False
+    stream.last_offset = offset
+    stream.attempts = 0
+    return True
+
+
+def _requeue_if_more(stream: DeliveryStream) -> None:
+    """Close the race with a wake-up that found the lease taken just before it was released."""
+    destination = stream.destination
+    fresh = DeliveryStream.objects.get(pk=stream.pk)
+    if read_stream_events(destination.topic_name, stream.topic_id, after=fresh.last_offset, limit=1):
+        from webhooks.tasks import deliver
+
+        enqueue(deliver, [fresh.pk])
+
+
+# --- Waking and sweeping ----------------------------------------------------------------------------
+
+
+def discover_streams(destination: Destination) -> None:
+    """Create streams for topic ids that appeared since the last scan (whole-topic destinations)."""
+    if destination.topic_id:
+        return
+    head = Topic.objects.filter(name=destination.topic_name).values_list("last_offset", flat=True).first()
+    if head is None or head <= destination.scanned_offset:
+        return
+    table = connection.ops.quote_name(f"{destination.topic_name}_events")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT DISTINCT topic_id FROM {table} WHERE "offset" > %s AND "offset" <= %s',
+            [destination.scanned_offset, head],
+        )
+        topic_ids = [row[0] for row in cursor.fetchall()]
+    DeliveryStream.objects.bulk_create(
+        [DeliveryStream(destination=destination, topic_id=tid, last_offset=destination.start_offset) for tid in topic_ids],
+        ignore_conflicts=True,
+    )
+    Destination.objects.filter(pk=destination.pk, scanned_offset__lt=head).update(scanned_offset=head)
+    destination.scanned_offset = head
+
+
+def enqueue(task: object, stream_ids: list[int]) -> None:
+    if not stream_ids:
+        return
+    DeliveryStream.objects.filter(pk__in=stream_ids).update(enqueued_at=timezone.now())
+    for stream_id in stream_ids:
+        task.delay(stream_id)  # type: ignore[attr-defined]
+
+
+def wake_topic(topic_name: str) -> int:
+    """After a publish: make sure every matching destination has its streams, and queue the due ones."""
+    from webhooks.tasks import deliver
+
+    queued = 0
+    for destination in Destination.objects.for_topic(topic_name).active():
+        discover_streams(destination)
+        ids = list(destination.streams.due().behind().values_list("pk", flat=True))
+        enqueue(deliver, ids)
+        queued += len(ids)
+    return queued
+
+
+def sweep() -> int:
+    """Periodic safety net: queue streams that are due and behind, whose wake-up was lost (never
+    queued, or queued longer than ER_WEBHOOK_REQUEUE_S ago) or whose worker died (lease expired)."""
+    from webhooks.tasks import deliver
+
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.ER_WEBHOOK_REQUEUE_S)
+    for destination in Destination.objects.active():
+        discover_streams(destination)
+    ids = list(
+        DeliveryStream.objects.due(now)
+        .behind()
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+        .values_list("pk", flat=True)
+    )
+    enqueue(deliver, ids)
+    return len(ids)
+
+
+def redeliver_undeliverable(undeliverable_id: int) -> bool:
+    """One more try of an undeliverable event (recorded as an attempt); True when acknowledged."""
+    undeliverable = UndeliverableEvent.objects.select_related("stream__destination").filter(pk=undeliverable_id).first()
+    if undeliverable is None:
+        return False
+    stream = undeliverable.stream
+    destination = stream.destination
+    events = read_stream_events(destination.topic_name, stream.topic_id, after=undeliverable.offset - 1, limit=1)
+    if not events or events[0].offset != undeliverable.offset:
+        return False
+    event = events[0]
+    previous = DeliveryAttempt.objects.filter(stream=stream, offset=event.offset).count()
+    attempt = DeliveryAttempt.objects.create(
+        stream=stream, event_id=event.event_id, offset=event.offset, attempt=previous + 1
+    )
+    outcome = post_event(destination, event)
+    attempt.status = DeliveryAttempt.Status.SUCCEEDED if outcome.ok else DeliveryAttempt.Status.FAILED
+    attempt.response_status, attempt.response_body = outcome.status, outcome.body
+    attempt.error, attempt.duration_ms = outcome.error, outcome.duration_ms
+    attempt.save()
+    if outcome.ok:
+        UndeliverableEvent.objects.filter(pk=undeliverable.pk).update(redelivered_at=timezone.now())
+    else:
+        UndeliverableEvent.objects.filter(pk=undeliverable.pk).update(last_error=outcome.error)
+    return outcome.ok

@@ -1,0 +1,160 @@
+"""Webhook destinations: create, change, pause/resume, rotate secret, redeliver.
+
+Transports (admin, REST) call these; they validate and raise ``eventrelay.errors`` kinds with a
+message naming the field, so every front end explains a refusal the same way.
+"""
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from eventrelay.errors import InvalidInput, NotFound
+from topics.models import Topic
+from topics.refs import TopicRef
+from webhooks import signing, ssrf
+from webhooks.models import DeliveryStream, Destination, UndeliverableEvent
+
+EDITABLE_FIELDS = (
+    "name",
+    "url",
+    "event_names",
+    "active",
+    "max_attempts",
+    "timeout_seconds",
+    "backoff_base_ms",
+    "backoff_cap_ms",
+)
+
+
+def check_destination_url(url: object) -> str:
+    if not isinstance(url, str) or not url:
+        raise InvalidInput("url is required", field="url")
+    try:
+        ssrf.check_url(url, allow_private=settings.ER_WEBHOOK_ALLOW_PRIVATE)
+    except ValueError as exc:
+        raise InvalidInput(f"url {url!r} is refused: {exc}", field="url") from None
+    return url
+
+
+def _check_event_names(value: object) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise InvalidInput("eventNames must be a list of event names", field="eventNames")
+    return value
+
+
+def _check_positive(field: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise InvalidInput(f"{field} must be a whole number >= 1", field=field)
+    return value
+
+
+@transaction.atomic
+def create_destination(
+    *,
+    name: str,
+    url: str,
+    topic: str,
+    event_names: list[str] | None = None,
+    active: bool = True,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+    backoff_base_ms: int | None = None,
+    backoff_cap_ms: int | None = None,
+    start_offset: int | None = None,
+) -> Destination:
+    """Create a destination. It delivers events published after now, or after ``start_offset``
+    (an earlier offset, to replay) when given."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("name is required", field="name")
+    check_destination_url(url)
+    ref = TopicRef.parse(topic)
+    topic_row = Topic.objects.filter(name=ref.name).first()
+    if topic_row is None:
+        raise NotFound(f"topic '{ref.name}' does not exist", field="topic")
+    if start_offset is None:
+        start_offset = topic_row.last_offset
+    elif type(start_offset) is not int or not 0 <= start_offset <= topic_row.last_offset:
+        raise InvalidInput(f"startOffset must be between 0 and {topic_row.last_offset}", field="startOffset")
+    destination = Destination.objects.create(
+        name=name.strip(),
+        url=url,
+        topic_name=ref.name,
+        topic_id=ref.id or "",
+        event_names=_check_event_names(event_names),
+        active=bool(active),
+        secret=signing.new_secret(),
+        max_attempts=_check_positive("maxAttempts", max_attempts),
+        timeout_seconds=_check_positive("timeoutSeconds", timeout_seconds),
+        backoff_base_ms=_check_positive("backoffBaseMs", backoff_base_ms),
+        backoff_cap_ms=_check_positive("backoffCapMs", backoff_cap_ms),
+        start_offset=start_offset,
+        scanned_offset=start_offset,
+    )
+    if ref.id is not None:
+        DeliveryStream.objects.create(destination=destination, topic_id=ref.id, last_offset=start_offset)
+    if start_offset < topic_row.last_offset:
+        from webhooks.tasks import wake_topic
+
+        transaction.on_commit(lambda: wake_topic.delay(ref.name))
+    return destination
+
+
+def update_destination(destination: Destination, changes: dict[str, Any]) -> Destination:
+    """Change the editable fields (not the topic: a new topic is a new destination)."""
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise InvalidInput(f"cannot change {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    if "url" in changes:
+        check_destination_url(changes["url"])
+    if "event_names" in changes:
+        changes["event_names"] = _check_event_names(changes["event_names"])
+    for field in ("max_attempts", "timeout_seconds", "backoff_base_ms", "backoff_cap_ms"):
+        if field in changes:
+            _check_positive(field, changes[field])
+    for field, value in changes.items():
+        setattr(destination, field, value)
+    if changes.get("active"):
+        destination.disabled_reason = ""
+    destination.save()
+    if changes.get("active"):
+        resume(destination)
+    return destination
+
+
+def pause(destination: Destination) -> None:
+    Destination.objects.filter(pk=destination.pk).update(active=False, updated_at=timezone.now())
+    destination.active = False
+
+
+def resume(destination: Destination) -> None:
+    """Reactivate and deliver the backlog now (retry timers are reset)."""
+    from webhooks.tasks import wake_topic
+
+    Destination.objects.filter(pk=destination.pk).update(active=True, disabled_reason="", updated_at=timezone.now())
+    destination.active = True
+    destination.streams.update(next_attempt_at=timezone.now())
+    transaction.on_commit(lambda: wake_topic.delay(destination.topic_name))
+
+
+def disable(destination_id: int, reason: str) -> None:
+    Destination.objects.filter(pk=destination_id).update(active=False, disabled_reason=reason[:500])
+
+
+def rotate_secret(destination: Destination) -> str:
+    """Give the destination a new signing secret and return it (shown once by the admin)."""
+    destination.secret = signing.new_secret()
+    destination.save(update_fields=["secret", "updated_at"])
+    return destination.secret
+
+
+def redeliver(undeliverable: UndeliverableEvent) -> None:
+    """Queue one more delivery of an event that exhausted its attempts (outside its stream's order)."""
+    from webhooks.tasks import redeliver_undeliverable
+
+    transaction.on_commit(lambda: redeliver_undeliverable.delay(undeliverable.pk))
