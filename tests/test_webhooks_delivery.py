@@ -12,12 +12,16 @@ from tests.grpc_client import unique_topic
 from tests.processes import CeleryWorker, wait_until
 from tests.webhook_receiver import Receiver
 from topics.services import create_topic
-from webhooks.models import DeliveryAttempt, DeliveryStream, Destination
+from webhooks.models import DeliveryAttempt, DeliveryStream
 from webhooks.services import create_destination
 
 pytestmark = pytest.mark.e2e
 
-FAST_RETRIES = {"ER_WEBHOOK_BACKOFF_BASE_MS": "50", "ER_WEBHOOK_BACKOFF_CAP_MS": "400", "ER_WEBHOOK_LEASE_MARGIN_S": "3"}
+FAST_RETRIES = {
+    "ER_WEBHOOK_BACKOFF_BASE_MS": "50",
+    "ER_WEBHOOK_BACKOFF_CAP_MS": "400",
+    "ER_WEBHOOK_LEASE_MARGIN_S": "3",
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,9 @@ def test_500_events_arrive_in_offset_order_with_valid_signatures(
 
     stored = []
     for batch in range(10):
-        stored += publish(admin, f"{topic}:1", [{"name": "order_placed", "data": {"b": batch, "i": i}} for i in range(50)], "grpc")
+        stored += publish(
+            admin, f"{topic}:1", [{"name": "order_placed", "data": {"b": batch, "i": i}} for i in range(50)], "grpc"
+        )
 
     wait_until(lambda: len(receiver.offsets(f"{topic}:1")) >= 500, 120, "500 deliveries")
     received = receiver.of(f"{topic}:1")

@@ -301,7 +301,10 @@ def discover_streams(destination: Destination) -> None:
         )
         topic_ids = [row[0] for row in cursor.fetchall()]
     DeliveryStream.objects.bulk_create(
-        [DeliveryStream(destination=destination, topic_id=tid, last_offset=destination.start_offset) for tid in topic_ids],
+        [
+            DeliveryStream(destination=destination, topic_id=tid, last_offset=destination.start_offset)
+            for tid in topic_ids
+        ],
         ignore_conflicts=True,
     )
     Destination.objects.filter(pk=destination.pk, scanned_offset__lt=head).update(scanned_offset=head)
