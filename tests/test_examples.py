@@ -45,3 +45,30 @@ def test_the_websocket_quickstart_runs(web_server, admin_client):
     assert "'type': 'subscribed'" in result.stdout
     assert "published [{'eventId'" in result.stdout
     assert "event {'eventId'" in result.stdout
+
+
+def test_the_webhook_receiver_example_verifies_a_real_delivery(transactional_db, settings, admin):
+    from events.services import publish
+    from tests.grpc_client import unique_topic
+    from tests.processes import CeleryWorker, free_port, log_of, start, stop, wait_until
+    from topics.services import create_topic
+    from webhooks.services import create_destination
+
+    settings.ER_WEBHOOK_ALLOW_PRIVATE = True
+    topic = unique_topic("signed")
+    create_topic(topic)
+    port = free_port()
+    destination = create_destination(name="example", url=f"http://127.0.0.1:{port}/", topic=topic)
+    receiver = start(
+        [str(VENV_BIN / "python"), "examples/webhook_receiver.py", str(port)],
+        env={"ER_WEBHOOK_SECRET": destination.secret, "PYTHONUNBUFFERED": "1"},
+        log_name="example_receiver",
+    )
+    worker = CeleryWorker(name="example_worker", concurrency=1)
+    try:
+        publish(admin, f"{topic}:42", [{"name": "order_paid", "data": {"total": 5}}], "http")
+        wait_until(lambda: "verified" in log_of("example_receiver"), 60, "the example receiver to verify a delivery")
+        assert f"verified {topic}:42 1 order_paid" in log_of("example_receiver")
+    finally:
+        worker.stop()
+        stop(receiver)
