@@ -73,6 +73,8 @@ def _build_event_model(topic_name: str, key_suffix: str) -> type[models.Model]:
             models.Index(fields=["name", "offset"], name=f"{topic_name}_ev_name_off"),
             models.Index(fields=["user_id", "offset"], name=f"{topic_name}_ev_uid_off"),
             models.Index(fields=["event_occurred_at"], name=f"{topic_name}_ev_occurred"),
+            # Admin dashboard: events stored since a moment (events per minute, events today).
+            models.Index(fields=["stored_at"], name=f"{topic_name}_ev_stored"),
         ]
 
     attrs = {

@@ -36,6 +36,7 @@ def test_creating_a_topic_creates_its_table_with_every_index(db):
         "users_ev_name_off",  # admin browser: filter by event name
         "users_ev_uid_off",  # admin browser: filter by user id
         "users_ev_occurred",  # admin browser: time range
+        "users_ev_stored",  # admin dashboard: events per minute, events today
     }
 
 

@@ -1,0 +1,201 @@
+"""Topics in the admin: create (creates the table), delete (drops it, after a confirmation that says
+so), event counts and rate, and the per-topic event browser (a custom view: events are not a
+registered model)."""
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from eventrelay.errors import EventRelayError
+from events.browser import BrowserFilters, browse, events_stored_since, get_event
+from events.canonical import format_timestamp
+from topics.models import Topic
+from topics.refs import validate_topic_id, validate_topic_name
+from topics.services import create_topic, delete_topic
+
+
+class TopicAddForm(forms.ModelForm):
+    class Meta:
+        model = Topic
+        fields = ["name"]
+        help_texts = {"name": "1-50 characters: a lowercase letter, then lowercase letters, digits or _."}
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        try:
+            return validate_topic_name(name, field="name")
+        except EventRelayError as error:
+            raise forms.ValidationError(error.message) from None
+
+
+class BrowserFilterForm(forms.Form):
+    name = forms.CharField(required=False, label="Event name")
+    topic_id = forms.CharField(required=False, label="Topic id")
+    user_id = forms.CharField(required=False, label="User id")
+    occurred_from = forms.DateTimeField(
+        required=False, label="Occurred from", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    occurred_to = forms.DateTimeField(
+        required=False, label="Occurred to", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    before = forms.IntegerField(required=False, min_value=1, label="Offset at most")
+
+    def clean_topic_id(self) -> str:
+        value = self.cleaned_data["topic_id"]
+        if value:
+            try:
+                validate_topic_id(value, field="topic_id")
+            except EventRelayError as error:
+                raise forms.ValidationError(error.message) from None
+        return value
+
+
+@admin.register(Topic)
+class TopicAdmin(admin.ModelAdmin):
+    list_display = ("name", "events", "events_per_minute", "created_at", "browse_link")
+    search_fields = ("name",)
+    readonly_fields = ("name", "last_offset", "created_at", "browse_link")
+
+    def get_form(self, request: HttpRequest, obj: Topic | None = None, **kwargs: Any) -> type[forms.ModelForm]:
+        if obj is None:
+            kwargs["form"] = TopicAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Topic | None = None) -> tuple[str, ...]:
+        return self.readonly_fields if obj is not None else ()
+
+    def get_fields(self, request: HttpRequest, obj: Topic | None = None) -> list[str]:
+        return list(self.readonly_fields) if obj is not None else ["name"]
+
+    @admin.display(description="Events", ordering="last_offset")
+    def events(self, topic: Topic) -> int:
+        # Offsets are gapless from 1, so the last offset is the number of events stored.
+        return topic.last_offset
+
+    @admin.display(description="Events / minute")
+    def events_per_minute(self, topic: Topic) -> int:
+        return events_stored_since(topic, timezone.now() - timedelta(minutes=1))
+
+    @admin.display(description="Events")
+    def browse_link(self, topic: Topic) -> str:
+        if topic.pk is None:
+            return "-"
+        return format_html('<a href="{}">Browse events</a>', reverse("admin:topics_topic_events", args=[topic.pk]))
+
+    # --- lifecycle through the services: the table is created and dropped with the row --------------
+
+    def save_model(self, request: HttpRequest, obj: Topic, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            return  # nothing about a topic is editable
+        created = create_topic(obj.name)
+        obj.pk, obj.created_at, obj.last_offset = created.pk, created.created_at, created.last_offset
+
+    def delete_model(self, request: HttpRequest, obj: Topic) -> None:
+        delete_topic(obj.name)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Topic]) -> None:
+        for topic in queryset:
+            delete_topic(topic.name)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        topic = self.get_object(request, object_id)
+        context = {**(extra_context or {})}
+        if topic is not None:
+            context.update({"events_table": topic.table_name, "event_count": topic.last_offset})
+        return super().delete_view(request, object_id, context)
+
+    # --- the event browser --------------------------------------------------------------------------
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("<int:topic_pk>/events/", self.admin_site.admin_view(self.events_view), name="topics_topic_events"),
+            path(
+                "<int:topic_pk>/events/<int:offset>/",
+                self.admin_site.admin_view(self.event_view),
+                name="topics_topic_event",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _topic_or_404(self, request: HttpRequest, topic_pk: int) -> Topic:
+        topic = Topic.objects.filter(pk=topic_pk).first()
+        if topic is None or not self.has_view_permission(request, topic):
+            raise Http404("no such topic")
+        return topic
+
+    def events_view(self, request: HttpRequest, topic_pk: int) -> HttpResponse:
+        """Newest first, filtered, paginated by offset (never a COUNT over the table)."""
+        topic = self._topic_or_404(request, topic_pk)
+        form = BrowserFilterForm(request.GET or None)
+        filters = BrowserFilters()
+        if form.is_valid():
+            data = form.cleaned_data
+            filters = BrowserFilters(
+                name=data["name"],
+                topic_id=data["topic_id"],
+                user_id=data["user_id"],
+                occurred_from=data["occurred_from"],
+                occurred_to=data["occurred_to"],
+                before=data["before"],
+            )
+        elif form.is_bound:
+            messages.error(request, "Fix the filters below; showing the newest events.")
+        rows, older = browse(topic, filters)
+        older_query = None
+        if older is not None:
+            query = request.GET.copy()
+            query["before"] = older
+            older_query = query.urlencode()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Events of {topic.name}",
+            "topic": topic,
+            "form": form,
+            "rows": [_row(topic, row) for row in rows],
+            "older_query": older_query,
+            "filtered": any(value for value in (request.GET or {}).values()),
+        }
+        return TemplateResponse(request, "admin/topics/topic/events.html", context)
+
+    def event_view(self, request: HttpRequest, topic_pk: int, offset: int) -> HttpResponse:
+        topic = self._topic_or_404(request, topic_pk)
+        row = get_event(topic, offset)
+        if row is None:
+            raise Http404("no such event")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"{topic.name} #{offset}",
+            "topic": topic,
+            "event": _row(topic, row),
+        }
+        return TemplateResponse(request, "admin/topics/topic/event.html", context)
+
+
+def _row(topic: Topic, row: Any) -> dict[str, Any]:
+    data = json.dumps(row.data, indent=2, ensure_ascii=False)
+    return {
+        "offset": row.offset,
+        "event_id": row.event_id,
+        "name": row.name,
+        "topic": f"{topic.name}:{row.topic_id}" if row.topic_id else topic.name,
+        "source": row.source,
+        "user_id": row.user_id,
+        "occurred_at": format_timestamp(row.event_occurred_at),
+        "stored_at": format_timestamp(row.stored_at),
+        "data": data,
+        "data_preview": json.dumps(row.data, ensure_ascii=False)[:120],
+        "context": json.dumps(row.context, indent=2, ensure_ascii=False),
+    }
