@@ -29,11 +29,15 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "eventrelay",
     "topics",
     "events",
     "webhooks",
     "grpc_api",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -139,6 +143,31 @@ ER_WS_MAX_BUFFER_BYTES = env_int("ER_WS_MAX_BUFFER_BYTES", 4 * 1024 * 1024)
 
 # gRPC server: StreamEvents sends live events, so its keepalive keeps idle streams open.
 ER_GRPC_GRACE_SECONDS = env_int("ER_GRPC_GRACE_SECONDS", 10)
+
+# --- REST API (Django REST framework) ------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.handle_exception",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "EventRelay REST API",
+    "DESCRIPTION": "Publish and pull events, manage topics and webhook destinations. Bearer JWT on every call.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# A maximal publish (ER_MAX_REQUEST_BYTES of payload) plus its JSON framing fits in one request body.
+DATA_UPLOAD_MAX_MEMORY_SIZE = ER_MAX_REQUEST_BYTES + 1024 * 1024
 
 # --- Webhooks ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,215 @@
+"""The REST API of SPEC.md. Each view: parse, authorize, one service call, serialize."""
+
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api import serializers as s
+from eventrelay.auth import Principal, require_admin
+from eventrelay.errors import InvalidInput, NotFound
+from events.services import publish, pull
+from topics.services import create_topic_as, delete_topic_as, get_topic, list_topics_as
+from webhooks import services as webhooks
+from webhooks.models import DeliveryAttempt, Destination
+
+ERRORS = {code: s.ErrorSerializer for code in (400, 401, 403, 404, 409, 413, 429)}
+
+
+class EventRelayView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @property
+    def principal(self) -> Principal:
+        return self.request.user.principal
+
+
+def _body_object(request: Request) -> dict[str, Any]:
+    if not isinstance(request.data, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return request.data
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number, got {raw!r}", field=name) from None
+    if value < 0:
+        raise InvalidInput(f"{name} must be >= 0", field=name)
+    return value
+
+
+class TopicsView(EventRelayView):
+    @extend_schema(responses={200: s.TopicListSerializer, **ERRORS}, summary="List topics", operation_id="topics_list")
+    def get(self, request: Request) -> Response:
+        topics = list_topics_as(self.principal)
+        return Response({"topics": s.TopicSerializer(topics, many=True).data})
+
+    @extend_schema(
+        request=s.CreateTopicSerializer, responses={201: s.TopicSerializer, **ERRORS}, summary="Create a topic (admin)"
+    )
+    def post(self, request: Request) -> Response:
+        require_admin(self.principal)
+        name = _body_object(request).get("name")
+        if not isinstance(name, str):
+            raise InvalidInput("name is required", field="name")
+        return Response(s.topic_payload(create_topic_as(self.principal, name)), status=201)
+
+
+class TopicView(EventRelayView):
+    @extend_schema(responses={200: s.TopicSerializer, **ERRORS}, summary="Get a topic")
+    def get(self, request: Request, name: str) -> Response:
+        topic = get_topic(name)
+        if not self.principal.admin and name not in {grant.name for grant in self.principal.grants}:
+            raise NotFound(f"topic '{name}' does not exist", field="topic")
+        return Response(s.topic_payload(topic))
+
+    @extend_schema(responses={204: None, **ERRORS}, summary="Delete a topic and its events (admin)")
+    def delete(self, request: Request, name: str) -> Response:
+        delete_topic_as(self.principal, name)
+        return Response(status=204)
+
+
+class EventsView(EventRelayView):
+    @extend_schema(
+        request=s.NewEventSerializer(many=True),
+        responses={201: s.PublishResponseSerializer, **ERRORS},
+        summary="Publish one event or a list (source http)",
+    )
+    def post(self, request: Request, ref: str) -> Response:
+        events = request.data if isinstance(request.data, list) else [request.data]
+        stored = publish(self.principal, ref, events, "http")
+        return Response({"events": s.EventSerializer(stored, many=True).data}, status=201)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("offset", int, description="First offset to return (default 1)"),
+            OpenApiParameter("limit", int, description="At most this many (default 100, max 1,000)"),
+        ],
+        responses={200: s.PullResponseSerializer, **ERRORS},
+        summary="Pull events by offset",
+    )
+    def get(self, request: Request, ref: str) -> Response:
+        result = pull(self.principal, ref, _int_param(request, "offset", 1), _int_param(request, "limit", 0))
+        return Response({"events": s.EventSerializer(result.events, many=True).data, "nextOffset": result.next_offset})
+
+
+# --- Webhooks (admin) -----------------------------------------------------------------------------------
+
+
+class WebhookAdminView(EventRelayView):
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        require_admin(self.principal)
+
+    def destination(self, destination_id: int) -> Destination:
+        destination = Destination.objects.filter(pk=destination_id).first()
+        if destination is None:
+            raise NotFound(f"webhook {destination_id} does not exist")
+        return destination
+
+
+def _validated(serializer_class: type[serializers.Serializer], data: Any, partial: bool = False) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InvalidInput("request body must be a JSON object")
+    serializer = serializer_class(data=data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class WebhooksView(WebhookAdminView):
+    @extend_schema(
+        responses={200: s.DestinationListSerializer, **ERRORS},
+        summary="List webhook destinations (admin)",
+        operation_id="webhooks_list",
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"webhooks": s.DestinationSerializer(Destination.objects.all(), many=True).data})
+
+    @extend_schema(
+        request=s.DestinationCreateSerializer,
+        responses={201: s.DestinationSerializer, **ERRORS},
+        summary="Create a webhook destination (admin)",
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(s.DestinationCreateSerializer, request.data)
+        destination = webhooks.create_destination(
+            name=data["name"],
+            url=data["url"],
+            topic=data["topic"],
+            event_names=data.get("event_names"),
+            active=data.get("active", True),
+            max_attempts=data.get("max_attempts"),
+            timeout_seconds=data.get("timeout_seconds"),
+            start_offset=data.get("startOffset"),
+        )
+        return Response(s.DestinationSerializer(destination, context={"with_secret": True}).data, status=201)
+
+
+class WebhookView(WebhookAdminView):
+    @extend_schema(responses={200: s.DestinationSerializer, **ERRORS}, summary="Get a webhook destination (admin)")
+    def get(self, request: Request, destination_id: int) -> Response:
+        return Response(s.DestinationSerializer(self.destination(destination_id)).data)
+
+    @extend_schema(
+        request=s.DestinationSerializer,
+        responses={200: s.DestinationSerializer, **ERRORS},
+        summary="Change a webhook destination (admin)",
+    )
+    def patch(self, request: Request, destination_id: int) -> Response:
+        destination = self.destination(destination_id)
+        data = _validated(s.DestinationSerializer, request.data, partial=True)
+        if "topic" in data and data.pop("topic") != destination.topic:
+            raise InvalidInput("topic cannot be changed: create a new destination", field="topic")
+        with transaction.atomic():
+            webhooks.update_destination(destination, data)
+        return Response(s.DestinationSerializer(destination).data)
+
+    @extend_schema(responses={204: None, **ERRORS}, summary="Delete a webhook destination (admin)")
+    def delete(self, request: Request, destination_id: int) -> Response:
+        self.destination(destination_id).delete()
+        return Response(status=204)
+
+
+class WebhookPauseView(WebhookAdminView):
+    @extend_schema(request=None, responses={200: s.DestinationSerializer, **ERRORS}, summary="Pause deliveries (admin)")
+    def post(self, request: Request, destination_id: int) -> Response:
+        destination = self.destination(destination_id)
+        webhooks.pause(destination)
+        return Response(s.DestinationSerializer(destination).data)
+
+
+class WebhookResumeView(WebhookAdminView):
+    @extend_schema(
+        request=None, responses={200: s.DestinationSerializer, **ERRORS}, summary="Resume deliveries (admin)"
+    )
+    def post(self, request: Request, destination_id: int) -> Response:
+        destination = self.destination(destination_id)
+        with transaction.atomic():
+            webhooks.resume(destination)
+        destination.refresh_from_db()
+        return Response(s.DestinationSerializer(destination).data)
+
+
+class WebhookAttemptsView(WebhookAdminView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("limit", int, description="At most this many, newest first (default 100, max 1,000)")
+        ],
+        responses={200: s.AttemptListSerializer, **ERRORS},
+        summary="Delivery attempts of a destination (admin)",
+    )
+    def get(self, request: Request, destination_id: int) -> Response:
+        destination = self.destination(destination_id)
+        limit = min(_int_param(request, "limit", 100) or 100, 1000)
+        attempts = DeliveryAttempt.objects.filter(stream__destination=destination).select_related("stream__destination")
+        return Response({"attempts": s.AttemptSerializer(attempts[:limit], many=True).data})
