@@ -231,9 +231,7 @@ def _attempt(stream: DeliveryStream, destination: Destination, owner: str, lease
     if outcome.ok:
         return "delivered" if _advance(stream, owner, event.offset, delivered=True) else "lease lost"
     if outcome.gone:
-        Destination.objects.filter(pk=destination.pk).update(
-            active=False, disabled_reason=f"receiver answered 410 Gone for offset {event.offset} at {timezone.now()}"
-        )
+        _disable_gone(destination, event.offset)
         release(stream.pk, owner, attempts=stream.attempts + 1, last_error=outcome.error)
         return "disabled"
     attempts = stream.attempts + 1
@@ -375,4 +373,12 @@ def redeliver_undeliverable(undeliverable_id: int) -> bool:
         UndeliverableEvent.objects.filter(pk=undeliverable.pk).update(redelivered_at=timezone.now())
     else:
         UndeliverableEvent.objects.filter(pk=undeliverable.pk).update(last_error=outcome.error)
+    if outcome.gone:
+        _disable_gone(destination, event.offset)
     return outcome.ok
+
+
+def _disable_gone(destination: Destination, offset: int) -> None:
+    Destination.objects.filter(pk=destination.pk).update(
+        active=False, disabled_reason=f"receiver answered 410 Gone for offset {offset} at {timezone.now()}"
+    )
