@@ -6,6 +6,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from eventrelay import ratelimit
 from eventrelay.auth import Principal, authenticate, token_from_authorization
 from eventrelay.errors import Unauthenticated
 
@@ -32,6 +33,8 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             token = token_from_authorization(header)
             return PrincipalUser(authenticate(token)), token
         except Unauthenticated as error:
+            # Counts against the client IP's failure budget (brute-force protection).
+            ratelimit.check("auth_failure", request.META.get("REMOTE_ADDR", "unknown"))
             raise exceptions.AuthenticationFailed(error.message) from None
 
     def authenticate_header(self, request: Request) -> str:

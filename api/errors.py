@@ -8,7 +8,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from eventrelay.errors import EventRelayError
+from eventrelay.errors import EventRelayError, RateLimited
 
 STATUS_BY_CODE = {
     "invalid": status.HTTP_400_BAD_REQUEST,
@@ -30,6 +30,10 @@ def error_response(code: str, message: str, field: str | None = None, http_statu
 
 def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's exception handler, speaking our error shape for every error a client can cause."""
+    if isinstance(exc, RateLimited):
+        response = error_response(exc.code, exc.message)
+        response["Retry-After"] = str(exc.retry_after_seconds)
+        return response
     if isinstance(exc, EventRelayError):
         return error_response(exc.code, exc.message, exc.field)
     if isinstance(exc, RequestDataTooBig):

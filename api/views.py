@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import serializers as s
+from eventrelay import ratelimit
 from eventrelay.auth import Principal, require_admin
 from eventrelay.errors import InvalidInput, NotFound
 from events.services import publish, pull
@@ -23,6 +24,10 @@ ERRORS = {code: s.ErrorSerializer for code in (400, 401, 403, 404, 409, 413, 429
 
 class EventRelayView(APIView):
     permission_classes = [IsAuthenticated]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authenticates: request.user is a PrincipalUser
+        ratelimit.check("request", self.principal.rate_limit_key)
 
     @property
     def principal(self) -> Principal:
@@ -87,6 +92,7 @@ class EventsView(EventRelayView):
     )
     def post(self, request: Request, ref: str) -> Response:
         events = request.data if isinstance(request.data, list) else [request.data]
+        ratelimit.check("publish", self.principal.rate_limit_key, cost=len(events))
         stored = publish(self.principal, ref, events, "http")
         return Response({"events": s.EventSerializer(stored, many=True).data}, status=201)
 

@@ -5,6 +5,8 @@ WebSocket ``error`` frame) and pass ``message`` and ``field`` through unchanged,
 the same explanation whichever way it connected.
 """
 
+import math
+
 
 class EventRelayError(Exception):
     code = "error"
@@ -60,3 +62,17 @@ class Unavailable(EventRelayError):
     """The server is shutting down (or a dependency is down); retry, resuming by offset."""
 
     code = "unavailable"
+
+
+class RateLimited(EventRelayError):
+    """Over a rate limit: retry after ``retry_after_ms``."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.retry_after_ms / 1000))

@@ -144,6 +144,22 @@ ER_WS_MAX_BUFFER_BYTES = env_int("ER_WS_MAX_BUFFER_BYTES", 4 * 1024 * 1024)
 # gRPC server: StreamEvents sends live events, so its keepalive keeps idle streams open.
 ER_GRPC_GRACE_SECONDS = env_int("ER_GRPC_GRACE_SECONDS", 10)
 
+# --- Rate limits (eventrelay.ratelimit): per principal, or per client IP without a valid token ----
+# Events per second a principal may publish, and how many it may send at once (>= one full batch).
+ER_RATE_LIMIT_PUBLISH_PER_S = env_int("ER_RATE_LIMIT_PUBLISH_PER_S", 2000)
+ER_RATE_LIMIT_PUBLISH_BURST = env_int("ER_RATE_LIMIT_PUBLISH_BURST", 10000)
+# API calls (and WebSocket frames) per second per principal.
+ER_RATE_LIMIT_REQUESTS_PER_S = env_int("ER_RATE_LIMIT_REQUESTS_PER_S", 200)
+ER_RATE_LIMIT_REQUESTS_BURST = env_int("ER_RATE_LIMIT_REQUESTS_BURST", 400)
+# Refused tokens per client IP (brute-force protection) and WebSocket handshakes per client IP.
+ER_RATE_LIMIT_AUTH_FAILURES_PER_S = env_int("ER_RATE_LIMIT_AUTH_FAILURES_PER_S", 1)
+ER_RATE_LIMIT_AUTH_FAILURES_BURST = env_int("ER_RATE_LIMIT_AUTH_FAILURES_BURST", 20)
+ER_RATE_LIMIT_CONNECTS_PER_S = env_int("ER_RATE_LIMIT_CONNECTS_PER_S", 20)
+ER_RATE_LIMIT_CONNECTS_BURST = env_int("ER_RATE_LIMIT_CONNECTS_BURST", 200)
+# Redis unreachable: allow and log (True), or refuse with rate_limited (False).
+ER_RATE_LIMIT_FAIL_OPEN = env_bool("ER_RATE_LIMIT_FAIL_OPEN", True)
+ER_RATE_LIMIT_REDIS_URL = env_str("ER_RATE_LIMIT_REDIS_URL", REDIS_URL)
+
 # --- REST API (Django REST framework) ------------------------------------------------------------
 
 REST_FRAMEWORK = {

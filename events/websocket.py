@@ -14,9 +14,17 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from eventrelay import ratelimit
 from eventrelay.auth import Principal, authenticate, require_read, token_from_authorization
 from eventrelay.db import run_sync
-from eventrelay.errors import EventRelayError, InvalidInput, SlowConsumer, Unauthenticated, Unavailable
+from eventrelay.errors import (
+    EventRelayError,
+    InvalidInput,
+    RateLimited,
+    SlowConsumer,
+    Unauthenticated,
+    Unavailable,
+)
 from events import live
 from events.canonical import to_canonical
 from events.services import publish
@@ -67,10 +75,16 @@ class EventsConsumer(AsyncWebsocketConsumer):
     subscriptions: dict[str, asyncio.Task[None]]
 
     async def connect(self) -> None:
+        ip = (self.scope.get("client") or ["unknown"])[0]
         try:
-            self.principal = authenticate(token_from_scope(self.scope))
-        except Unauthenticated as error:
-            logger.info("refused a WebSocket handshake: %s", error.message)
+            await ratelimit.acheck("connect", ip)  # handshake floods, per client IP
+            try:
+                self.principal = authenticate(token_from_scope(self.scope))
+            except Unauthenticated:
+                await ratelimit.acheck("auth_failure", ip)  # brute-force protection
+                raise
+        except (Unauthenticated, RateLimited) as error:
+            logger.info("refused a WebSocket handshake from %s: %s", ip, error.message)
             await self.close(code=CLOSE_UNAUTHENTICATED)  # before accept: daphne answers the handshake with 403
             return
         self.subscriptions = {}
@@ -85,6 +99,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         try:
             frame = self._parse(text_data, bytes_data)
             ref = frame.get("ref") if isinstance(frame.get("ref"), str) else None
+            await ratelimit.acheck("request", self.principal.rate_limit_key)
             handler = {
                 "subscribe": self._subscribe,
                 "unsubscribe": self._unsubscribe,
@@ -96,6 +111,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
                     field="type",
                 )
             await handler(frame)
+        except RateLimited as error:
+            await self._send_json(error_frame(error, ref=ref, retryAfterMs=error.retry_after_ms))
         except EventRelayError as error:
             await self._send_json(error_frame(error, ref=ref))
 
@@ -142,7 +159,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
 
     async def _publish(self, frame: dict[str, Any]) -> None:
         ref = TopicRef.parse(frame.get("topic"))
-        stored = await run_sync(publish, self.principal, ref, frame.get("events"), "websocket")
+        events = frame.get("events")
+        if isinstance(events, list):
+            await ratelimit.acheck("publish", self.principal.rate_limit_key, cost=len(events))
+        stored = await run_sync(publish, self.principal, ref, events, "websocket")
         reply: dict[str, Any] = {"type": "published"}
         if isinstance(frame.get("ref"), str):
             reply["ref"] = frame["ref"]

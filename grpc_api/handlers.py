@@ -7,8 +7,9 @@ from typing import Any
 
 import grpc
 
+from eventrelay import ratelimit
 from eventrelay.auth import Principal, authenticate, token_from_authorization
-from eventrelay.errors import EventRelayError
+from eventrelay.errors import EventRelayError, RateLimited, Unauthenticated
 
 STATUS_BY_ERROR_CODE = {
     "invalid": grpc.StatusCode.INVALID_ARGUMENT,
@@ -23,15 +24,33 @@ STATUS_BY_ERROR_CODE = {
 }
 
 
-def principal_of(context: grpc.aio.ServicerContext) -> Principal:
-    """The caller, from the ``authorization: Bearer <jwt>`` metadata (``Unauthenticated`` if not valid)."""
+def client_ip(context: grpc.aio.ServicerContext) -> str:
+    """``ipv4:127.0.0.1:5000`` / ``ipv6:[::1]:5000`` → the address without the port."""
+    peer = context.peer() or "unknown"
+    address = peer.split(":", 1)[-1]
+    return address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+
+
+async def principal_of(context: grpc.aio.ServicerContext) -> Principal:
+    """The caller, from the ``authorization: Bearer <jwt>`` metadata, within its request budget.
+
+    A refused token counts against the client IP's failure budget (brute-force protection).
+    """
     metadata = dict(context.invocation_metadata() or ())
-    return authenticate(token_from_authorization(metadata.get("authorization")))
+    try:
+        principal = authenticate(token_from_authorization(metadata.get("authorization")))
+    except Unauthenticated:
+        await ratelimit.acheck("auth_failure", client_ip(context))
+        raise
+    await ratelimit.acheck("request", principal.rate_limit_key)
+    return principal
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: EventRelayError) -> None:
     code = STATUS_BY_ERROR_CODE.get(error.code, grpc.StatusCode.UNKNOWN)
     message = error.message if error.code != "slow_consumer" else f"slow_consumer: {error.message}"
+    if isinstance(error, RateLimited):
+        context.set_trailing_metadata((("retry-after-ms", str(error.retry_after_ms)),))
     await context.abort(code, message)
 
 

@@ -4,6 +4,7 @@ from typing import Any
 
 import grpc
 
+from eventrelay import ratelimit
 from eventrelay.auth import require_read
 from eventrelay.db import run_sync
 from eventrelay.errors import InvalidInput
@@ -22,38 +23,40 @@ Context = grpc.aio.ServicerContext
 class TopicsServicer(pb_grpc.TopicsServicer):
     @rpc
     async def CreateTopic(self, request: pb.CreateTopicRequest, context: Context) -> pb.Topic:
-        topic = await run_sync(create_topic_as, principal_of(context), request.name)
+        topic = await run_sync(create_topic_as, await principal_of(context), request.name)
         return topic_message(topic)
 
     @rpc
     async def DeleteTopic(self, request: pb.DeleteTopicRequest, context: Context) -> pb.DeleteTopicResponse:
-        await run_sync(delete_topic_as, principal_of(context), request.name)
+        await run_sync(delete_topic_as, await principal_of(context), request.name)
         return pb.DeleteTopicResponse()
 
     @rpc
     async def ListTopics(self, request: pb.ListTopicsRequest, context: Context) -> pb.ListTopicsResponse:
-        topics = await run_sync(list_topics_as, principal_of(context))
+        topics = await run_sync(list_topics_as, await principal_of(context))
         return pb.ListTopicsResponse(topics=[topic_message(topic) for topic in topics])
 
 
 class EventsServicer(pb_grpc.EventsServicer):
     @rpc
     async def PublishEvents(self, request: pb.PublishEventsRequest, context: Context) -> pb.PublishEventsResponse:
-        principal = principal_of(context)
+        principal = await principal_of(context)
         ref = TopicRef.parse(request.topic)
-        stored = await run_sync(publish, principal, ref, new_events_from_messages(request.events), "grpc")
+        events = new_events_from_messages(request.events)
+        await ratelimit.acheck("publish", principal.rate_limit_key, cost=len(events))
+        stored = await run_sync(publish, principal, ref, events, "grpc")
         return pb.PublishEventsResponse(events=[event_message(event) for event in stored])
 
     @rpc
     async def PullEvents(self, request: pb.PullEventsRequest, context: Context) -> pb.PullEventsResponse:
-        result = await run_sync(pull, principal_of(context), request.topic, request.offset, request.batch_size)
+        result = await run_sync(pull, await principal_of(context), request.topic, request.offset, request.batch_size)
         return pb.PullEventsResponse(
             events=[event_message(event) for event in result.events], next_offset=result.next_offset
         )
 
     @rpc
     async def StreamEvents(self, request: pb.StreamEventsRequest, context: Context) -> Any:
-        principal = principal_of(context)
+        principal = await principal_of(context)
         ref = TopicRef.parse(request.topic)
         require_read(principal, ref)
         from_offset = request.from_offset if request.HasField("from_offset") else None

@@ -96,3 +96,15 @@ def _celery_uses_the_test_queue() -> Iterator[None]:
 
     app.conf.task_default_queue = TEST_QUEUE
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_rate_limits_unless_a_test_sets_them() -> Iterator[None]:
+    """This process's own calls (Django test client, services) are not rate limited by default."""
+    from django.conf import settings
+
+    from tests.processes import NO_RATE_LIMITS
+
+    for name in NO_RATE_LIMITS:
+        setattr(settings, name, 0)
+    yield

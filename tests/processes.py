@@ -15,7 +15,17 @@ VENV_BIN = REPO / ".venv" / "bin"
 # Every process a test run starts uses this Celery queue, so no other worker takes its tasks.
 TEST_QUEUE = f"er_test_{os.getpid()}"
 # Settings every server process of a test run shares (webhooks go to a receiver on 127.0.0.1).
-COMMON_ENV = {"ER_CELERY_QUEUE": TEST_QUEUE, "ER_WEBHOOK_ALLOW_PRIVATE": "1", "ER_LIVE_TICK_MS": "200"}
+# Rate limits are off unless a test turns them on (tests/test_rate_limits.py): hundreds of calls from
+# one IP and token would otherwise trip them.
+NO_RATE_LIMITS = {
+    f"ER_RATE_LIMIT_{name}_PER_S": "0" for name in ("PUBLISH", "REQUESTS", "AUTH_FAILURES", "CONNECTS")
+}
+COMMON_ENV = {
+    "ER_CELERY_QUEUE": TEST_QUEUE,
+    "ER_WEBHOOK_ALLOW_PRIVATE": "1",
+    "ER_LIVE_TICK_MS": "200",
+    **NO_RATE_LIMITS,
+}
 
 # Output of every process a test starts, kept after the run for debugging (ignored by git).
 LOG_DIR = REPO / ".test-logs"
