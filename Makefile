@@ -6,8 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= $(or $(ER_HTTP_PORT),9000)
 GRPC_PORT ?= $(or $(ER_GRPC_PORT),50051)
+# The browser tests drive Debian's Chromium through Playwright (which never downloads a browser).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format bench services env db install protos clean
+.PHONY: run test lint format bench services env db install protos clean browser
 
 install: $(VENV)/.installed
 
@@ -47,7 +49,12 @@ run: db
 	@echo
 	ER_HTTP_PORT=$(PORT) ER_GRPC_PORT=$(GRPC_PORT) $(VENV)/bin/honcho start
 
-test: install services env
+# Chromium for the browser tests: installed with apt when it is missing and we are root.
+browser:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] || { echo "the browser tests need $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }; \
+	  echo "installing Chromium"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install services env browser
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "models changed without a migration: run makemigrations"; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -1,9 +1,21 @@
-"""Process health endpoints for load balancers and ``make run``."""
+"""The live viewer page, and process health endpoints for load balancers and ``make run``."""
 
 import redis
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_safe
+
+
+@require_safe
+def viewer(request: HttpRequest) -> HttpResponse:
+    """The live viewer (``/``): a static page whose script talks to ``/ws/events`` itself.
+
+    No login: the token pasted into the page is the credential, and the browser sends it only in the
+    WebSocket URL, so this view never sees one.
+    """
+    return render(request, "eventrelay/viewer.html")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
