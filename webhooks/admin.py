@@ -1,0 +1,820 @@
+"""The webhook admin: destinations (with their delivery streams), delivery attempts, undeliverable events.
+
+Every change goes through ``webhooks.services``, so the admin refuses exactly what the API refuses, with the same
+message, and creates destinations the same way (secret generated, cursor at the topic's head unless a replay
+offset is given). Delivery attempts and undeliverable events are records of what happened: they can be viewed
+(and undeliverable events redelivered) but never edited.
+"""
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import MinValueValidator
+from django.db import connection
+from django.db.models import BigIntegerField, Case, Count, F, Min, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce, Greatest, Least
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator, capfirst
+from django.utils.timesince import timesince, timeuntil
+
+from eventrelay.errors import EventRelayError
+from events.canonical import StoredEvent
+from topics.models import Topic, events_table_name
+from topics.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH, TopicRef
+from topics.services import get_topic
+from webhooks import delivery, services
+from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent
+
+# Exact per-stream backlogs are counted on the (topic_id, offset) index up to this many events.
+BACKLOG_COUNT_LIMIT = 10_000
+# A whole-topic destination has a stream per topic id (possibly thousands); its page shows these many.
+STREAMS_SHOWN = 100
+# Test events are sent one after another inside the request; more than this could run into the proxy's timeout.
+TEST_EVENT_MAX_DESTINATIONS = 10
+RETRY_POLICY_FIELDS = ("max_attempts", "timeout_seconds", "backoff_base_ms", "backoff_cap_ms")
+
+
+def _changelist_url(model: type, **filters: object) -> str:
+    query = f"?{urlencode(filters)}" if filters else ""
+    return reverse(f"admin:webhooks_{model._meta.model_name}_changelist") + query
+
+
+def _destination_link(destination: Destination) -> str:
+    return format_html(
+        '<a href="{}">{}</a>', reverse("admin:webhooks_destination_change", args=[destination.pk]), destination.name
+    )
+
+
+def _shown_url(url: str) -> str:
+    """The URL without its password (a receiver's basic-auth credentials are as secret as the signing key)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def _moment(value: Any) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --- Filters --------------------------------------------------------------------------------------
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("active", "active"), ("paused", "paused"), ("disabled", "disabled by the receiver (410)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "active":
+            return queryset.filter(active=True)
+        if self.value() == "paused":
+            return queryset.filter(active=False, disabled_reason="")
+        if self.value() == "disabled":
+            return queryset.filter(active=False).exclude(disabled_reason="")
+        return queryset
+
+
+class TopicFilter(admin.SimpleListFilter):
+    title = "topic"
+    parameter_name = "topic"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = Destination.objects.order_by("topic_name").values_list("topic_name", flat=True).distinct()
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(topic_name=self.value()) if self.value() else queryset
+
+
+class DestinationFilter(admin.SimpleListFilter):
+    """For the attempt and undeliverable lists, whose rows reach their destination through the stream."""
+
+    title = "destination"
+    parameter_name = "destination"
+    path = "stream__destination_id"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[int, str]]:
+        return list(Destination.objects.values_list("pk", "name"))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(**{self.path: self.value()}) if self.value() else queryset
+
+
+class StreamDestinationFilter(DestinationFilter):
+    path = "destination_id"
+
+
+class RetryingFilter(admin.SimpleListFilter):
+    title = "head event"
+    parameter_name = "retrying"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "failing, being retried")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(attempts__gt=0) if self.value() == "yes" else queryset
+
+
+class AttemptTimeFilter(admin.DateFieldListFilter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.title = "time"
+
+
+class RedeliveredFilter(admin.SimpleListFilter):
+    title = "redelivered"
+    parameter_name = "redelivered"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("no", "not yet"), ("yes", "yes")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(redelivered_at__isnull=self.value() == "no")
+        return queryset
+
+
+# --- Destination form -----------------------------------------------------------------------------
+
+
+class EventNamesField(forms.Field):
+    """The destination's event-name filter as text, one name per line (names may contain commas)."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 40})
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str]:
+        if isinstance(value, list):
+            return value
+        names = [line.strip() for line in (value or "").splitlines() if line.strip()]
+        too_long = [name for name in names if len(name) > 255]
+        if too_long:
+            raise ValidationError(f"event names are at most 255 characters; {too_long[0][:40]!r}… is longer")
+        return names
+
+
+class DestinationForm(forms.ModelForm):
+    """Validated by the services' own checks, so a refusal reads the same here as from the REST API."""
+
+    url = forms.CharField(
+        label="URL",
+        max_length=2000,
+        widget=forms.TextInput(attrs={"size": 80}),
+        help_text="http or https. Hosts resolving to private or loopback addresses are refused unless "
+        "ER_WEBHOOK_ALLOW_PRIVATE is on.",
+    )
+    topic = forms.CharField(
+        max_length=NAME_MAX_LENGTH + 1 + ID_MAX_LENGTH,
+        help_text="'users' (every topic id, each delivered in order on its own) or 'users:123' (one id). "
+        "Cannot be changed later: a new topic is a new destination.",
+    )
+    event_names = EventNamesField(required=False, help_text="Only these event names, one per line; empty for all.")
+    start_offset = forms.IntegerField(
+        min_value=0,
+        required=False,
+        label="Start after offset",
+        help_text="Empty: deliver events published from now on. An earlier offset replays the events after it.",
+    )
+
+    class Meta:
+        model = Destination
+        fields = ("name", "url", "topic", "event_names", "active", "start_offset", *RETRY_POLICY_FIELDS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.topic_row: Topic | None = None
+        for name in RETRY_POLICY_FIELDS:
+            # The model allows 0; the services do not ("a whole number >= 1").
+            self.fields[name].validators.append(MinValueValidator(1))
+            self.fields[name].widget.attrs["min"] = 1
+        if self.instance.pk:
+            for name, value in (("topic", self.instance.topic), ("start_offset", self.instance.start_offset)):
+                self.fields[name].disabled = True
+                self.fields[name].required = False
+                self.fields[name].initial = value
+            self.fields["start_offset"].help_text = "Events after this offset were to be delivered."
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        try:
+            return services.check_destination_url(url)
+        except EventRelayError as error:
+            raise ValidationError(error.message) from None
+
+    def clean_topic(self) -> str:
+        if self.instance.pk:
+            return self.instance.topic
+        try:
+            ref = TopicRef.parse(self.cleaned_data["topic"])
+            self.topic_row = get_topic(ref.name)
+        except EventRelayError as error:
+            raise ValidationError(error.message) from None
+        return str(ref)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        start_offset = cleaned.get("start_offset")
+        if not self.instance.pk and self.topic_row is not None and start_offset is not None:
+            if start_offset > self.topic_row.last_offset:
+                self.add_error(
+                    "start_offset",
+                    f"must be between 0 and {self.topic_row.last_offset}, the last offset of topic "
+                    f"'{self.topic_row.name}'",
+                )
+        return cleaned
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """The cleaned values as ``services.create_destination`` takes them."""
+        names = ("name", "url", "topic", "event_names", "active", "start_offset", *RETRY_POLICY_FIELDS)
+        return {name: self.cleaned_data.get(name) for name in names}
+
+
+# --- Delivery streams (inline on the destination page) --------------------------------------------
+
+
+def stream_backlogs(destination: Destination, stream_ids: list[int]) -> dict[int, int] | None:
+    """Events after each stream's cursor, counted on the (topic_id, offset) index and capped at
+    ``BACKLOG_COUNT_LIMIT + 1``. ``None`` when the topic no longer exists."""
+    if not Topic.objects.named(destination.topic_name).exists():
+        return None
+    if not stream_ids:
+        return {}
+    events = connection.ops.quote_name(events_table_name(destination.topic_name))
+    streams = connection.ops.quote_name(DeliveryStream._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT s.id, (SELECT count(*) FROM (SELECT 1 FROM {events} e "
+            f'WHERE e.topic_id = s.topic_id AND e."offset" > s.last_offset LIMIT %s) pending) '
+            f"FROM {streams} s WHERE s.id = ANY(%s)",
+            [BACKLOG_COUNT_LIMIT + 1, stream_ids],
+        )
+        return dict(cursor.fetchall())
+
+
+class ReadOnly:
+    """For records of what happened: they can be viewed, never added, edited or deleted in the admin."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class StreamColumns:
+    """Columns shared by the streams inline (destination page) and the streams list."""
+
+    @admin.display(description="topic")
+    def stream_topic(self, stream: DeliveryStream) -> str:
+        return stream.topic
+
+    @admin.display(description="next attempt", ordering="next_attempt_at")
+    def next_attempt(self, stream: DeliveryStream) -> str:
+        if stream.next_attempt_at > timezone.now():
+            return f"in {timeuntil(stream.next_attempt_at)} ({_moment(stream.next_attempt_at)})"
+        return "due"
+
+    @admin.display(description="lease")
+    def lease(self, stream: DeliveryStream) -> str:
+        now = timezone.now()
+        if stream.lease_expires_at and stream.lease_expires_at > now:
+            return f"held by worker {stream.lease_owner[:8]} until {_moment(stream.lease_expires_at)}"
+        if stream.lease_owner:
+            return f"expired {timesince(stream.lease_expires_at or now)} ago (the sweep takes it over)"
+        if stream.enqueued_at:
+            return f"queued {timesince(stream.enqueued_at)} ago"
+        return "free"
+
+    @admin.display(description="delivered", ordering="delivered_count")
+    def delivered(self, stream: DeliveryStream) -> int:
+        return stream.delivered_count
+
+
+class DeliveryStreamInline(ReadOnly, StreamColumns, admin.TabularInline):
+    model = DeliveryStream
+    fk_name = "destination"
+    extra = 0
+    can_delete = False
+    fields = ("stream_topic", "last_offset", "backlog", "attempts", "next_attempt", "lease", "last_error", "delivered")
+    readonly_fields = fields
+    verbose_name_plural = "delivery streams"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown: tuple[Destination, list[int]] | None = None
+        self._backlogs: dict[int, int] | None = None
+
+    def shown_streams(self, destination: Destination) -> QuerySet[DeliveryStream]:
+        """The streams the page lists: failing ones first, then the furthest behind."""
+        ordering = ("-attempts", "last_offset", "topic_id")
+        streams = destination.streams.order_by(*ordering)
+        ids = list(streams.values_list("pk", flat=True)[:STREAMS_SHOWN])
+        total = len(ids) if len(ids) < STREAMS_SHOWN else streams.count()
+        if total > len(ids):
+            self.verbose_name_plural = f"delivery streams ({len(ids)} of {total}: failing and furthest behind first)"
+        self._shown = (destination, ids)
+        return DeliveryStream.objects.filter(pk__in=ids).order_by(*ordering)
+
+    @admin.display(description="events after the cursor")
+    def backlog(self, stream: DeliveryStream) -> str:
+        if self._backlogs is None and self._shown is not None:
+            self._backlogs = stream_backlogs(*self._shown)
+        if self._backlogs is None:
+            return "topic deleted"
+        count = self._backlogs.get(stream.pk)
+        if count is None:
+            return "-"
+        return f"more than {BACKLOG_COUNT_LIMIT:,}" if count > BACKLOG_COUNT_LIMIT else f"{count:,}"
+
+
+# --- Destinations ---------------------------------------------------------------------------------
+
+
+def _count_per_destination(queryset: QuerySet, destination_path: str) -> Coalesce:
+    per_destination = queryset.filter(**{destination_path: OuterRef("pk")}).order_by().values(destination_path)
+    return Coalesce(Subquery(per_destination.annotate(n=Count("pk")).values("n")), 0)
+
+
+@admin.register(Destination)
+class DestinationAdmin(admin.ModelAdmin):
+    form = DestinationForm
+    inlines = [DeliveryStreamInline]
+    list_display = (
+        "name",
+        "topic_ref",
+        "shown_url",
+        "state",
+        "disabled_reason",
+        "stream_count",
+        "backlog",
+        "undeliverable",
+    )
+    list_filter = (StateFilter, TopicFilter)
+    search_fields = ("name", "url", "topic_name", "topic_id")
+    actions = ["pause_destinations", "resume_destinations", "rotate_secrets", "send_test_event"]
+    readonly_fields = ("disabled_reason", "delivery_summary", "signing_secret", "created_at", "updated_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Destination]:
+        """One query for the whole list: stream and undeliverable counts, the topic's head and the
+        lowest stream cursor come from correlated subqueries (no join fan-out, no per-row queries)."""
+        min_cursor = Subquery(
+            DeliveryStream.objects.filter(destination=OuterRef("pk"))
+            .order_by()
+            .values("destination")
+            .annotate(m=Min("last_offset"))
+            .values("m")
+        )
+        head = Subquery(Topic.objects.filter(name=OuterRef("topic_name")).values("last_offset")[:1])
+        # Every pending event lies between the lowest cursor and the head. A whole-topic destination
+        # also has events of topic ids not scanned yet (after scanned_offset) waiting for a stream.
+        low = Case(
+            When(topic_id="", then=Least(Coalesce(F("min_cursor"), F("scanned_offset")), F("scanned_offset"))),
+            default=Coalesce(F("min_cursor"), F("start_offset")),
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                stream_count=_count_per_destination(DeliveryStream.objects.all(), "destination"),
+                undeliverable_count=_count_per_destination(
+                    UndeliverableEvent.objects.filter(redelivered_at__isnull=True), "stream__destination"
+                ),
+                min_cursor=min_cursor,
+                head_offset=head,
+            )
+            .annotate(backlog_bound=Greatest(F("head_offset") - low, Value(0), output_field=BigIntegerField()))
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Destination | None = None) -> list[tuple[str | None, dict]]:
+        retry = ("Retry policy", {"fields": RETRY_POLICY_FIELDS, "classes": ("collapse",)})
+        if obj is None:
+            return [(None, {"fields": ("name", "url", "topic", "event_names", "active", "start_offset")}), retry]
+        return [
+            (None, {"fields": ("name", "url", "topic", "event_names", "active", "disabled_reason")}),
+            (
+                "Delivery",
+                {"fields": ("delivery_summary", "start_offset", "signing_secret", "created_at", "updated_at")},
+            ),
+            retry,
+        ]
+
+    def get_inline_instances(self, request: HttpRequest, obj: Destination | None = None) -> list[Any]:
+        return super().get_inline_instances(request, obj) if obj is not None else []
+
+    def get_formset_kwargs(self, request: HttpRequest, obj: Destination, inline: Any, prefix: str) -> dict[str, Any]:
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, DeliveryStreamInline):
+            kwargs["queryset"] = inline.shown_streams(obj)
+        return kwargs
+
+    # Saving goes through the services: creation generates the secret and places the cursor.
+
+    def save_form(self, request: HttpRequest, form: DestinationForm, change: bool) -> Destination:
+        if change:
+            return super().save_form(request, form, change)
+        destination = services.create_destination(**form.create_kwargs())
+        messages.success(
+            request,
+            format_html(
+                "Signing secret of “{}”: <code>{}</code> Copy it now: it is not shown again. "
+                "Receivers verify each delivery's <code>webhook-signature</code> with it.",
+                destination.name,
+                destination.secret,
+            ),
+        )
+        return destination
+
+    def save_model(self, request: HttpRequest, obj: Destination, form: DestinationForm, change: bool) -> None:
+        if change:
+            changes = {name: form.cleaned_data[name] for name in form.changed_data if name in services.EDITABLE_FIELDS}
+            services.update_destination(obj, changes)
+        # When adding, save_form has created it through the service already.
+
+    def save_related(self, request: HttpRequest, form: DestinationForm, formsets: list[Any], change: bool) -> None:
+        # When adding, the service saved the destination (there are no many-to-many fields, no inlines).
+        if change:
+            super().save_related(request, form, formsets, change)
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[str], dict[str, int], set[str], list[str]]:
+        """Deleting a destination deletes its streams and delivery records with it. The stock version
+        would list every one of them (millions of attempts for a busy destination) and ask for delete
+        permission on those read-only records, which nobody has: count them instead."""
+        destinations = list(objs)
+        perms_needed = {
+            str(Destination._meta.verbose_name)
+            for destination in destinations
+            if not self.has_delete_permission(request, destination)
+        }
+        ids = [destination.pk for destination in destinations]
+        model_count = {
+            Destination._meta.verbose_name_plural: len(ids),
+            DeliveryStream._meta.verbose_name_plural: DeliveryStream.objects.filter(destination__in=ids).count(),
+            DeliveryAttempt._meta.verbose_name_plural: DeliveryAttempt.objects.filter(
+                stream__destination__in=ids
+            ).count(),
+            UndeliverableEvent._meta.verbose_name_plural: UndeliverableEvent.objects.filter(
+                stream__destination__in=ids
+            ).count(),
+        }
+        listed = [
+            format_html("{}: {}", capfirst(Destination._meta.verbose_name), _destination_link(d)) for d in destinations
+        ]
+        return listed, {str(name): count for name, count in model_count.items() if count}, perms_needed, []
+
+    # List columns.
+
+    @admin.display(description="topic", ordering="topic_name")
+    def topic_ref(self, destination: Destination) -> str:
+        return destination.topic
+
+    @admin.display(description="URL", ordering="url")
+    def shown_url(self, destination: Destination) -> str:
+        return Truncator(_shown_url(destination.url)).chars(80)
+
+    @admin.display(description="state", ordering="active")
+    def state(self, destination: Destination) -> str:
+        if destination.active:
+            return "active"
+        return "disabled" if destination.disabled_reason else "paused"
+
+    @admin.display(description="streams", ordering="stream_count")
+    def stream_count(self, destination: Destination) -> int:
+        return destination.stream_count  # type: ignore[attr-defined]
+
+    @admin.display(description="backlog", ordering="backlog_bound")
+    def backlog(self, destination: Destination) -> str:
+        if destination.head_offset is None:  # type: ignore[attr-defined]
+            return "topic deleted"
+        bound = destination.backlog_bound  # type: ignore[attr-defined]
+        # An upper bound: other topic ids' events (and events the name filter skips) are inside the range.
+        return f"up to {bound:,}" if bound else "0"
+
+    @admin.display(description="undeliverable", ordering="undeliverable_count")
+    def undeliverable(self, destination: Destination) -> str:
+        count = destination.undeliverable_count  # type: ignore[attr-defined]
+        if not count:
+            return "0"
+        url = _changelist_url(UndeliverableEvent, destination=destination.pk, redelivered="no")
+        return format_html('<a href="{}">{}</a>', url, count)
+
+    # Change page fields.
+
+    @admin.display(description="secret")
+    def signing_secret(self, destination: Destination) -> str:
+        return "set, hidden (shown once when created or rotated; use “Rotate secret” for a new one)"
+
+    @admin.display(description="status")
+    def delivery_summary(self, destination: Destination) -> str:
+        head = getattr(destination, "head_offset", None)
+        undeliverable = _changelist_url(UndeliverableEvent, destination=destination.pk, redelivered="no")
+        lines = [
+            format_html("topic head: offset {}", head) if head is not None else "the topic no longer exists",
+            format_html("delivery streams: {}", getattr(destination, "stream_count", 0)),
+            format_html(
+                'undeliverable, waiting for redelivery: <a href="{}">{}</a>',
+                undeliverable,
+                getattr(destination, "undeliverable_count", 0),
+            ),
+            format_html(
+                '<a href="{}">delivery attempts</a>', _changelist_url(DeliveryAttempt, destination=destination.pk)
+            ),
+        ]
+        if not destination.topic_id and head is not None and head > destination.scanned_offset:
+            lines.append(
+                format_html(
+                    "not yet assigned to a stream: up to {} events after offset {}",
+                    head - destination.scanned_offset,
+                    destination.scanned_offset,
+                )
+            )
+        return format_html_join("", "<div>{}</div>", ((line,) for line in lines))
+
+    # Actions: stock admin actions (POST, CSRF-checked), also offered as buttons on the change page.
+
+    @admin.action(description="Pause selected destinations", permissions=["change"])
+    def pause_destinations(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        paused = []
+        for destination in queryset:
+            services.pause(destination)
+            self.log_change(request, destination, "Paused.")
+            paused.append(destination.name)
+        self.message_user(request, f"Paused {len(paused)} destination(s): {', '.join(paused)}.", messages.SUCCESS)
+
+    @admin.action(description="Resume selected destinations", permissions=["change"])
+    def resume_destinations(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        resumed = []
+        for destination in queryset:
+            services.resume(destination)
+            self.log_change(request, destination, "Resumed.")
+            resumed.append(destination.name)
+        self.message_user(
+            request,
+            f"Resumed {len(resumed)} destination(s): {', '.join(resumed)}. Their backlog is delivered from now.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Rotate signing secret of selected destinations", permissions=["change"])
+    def rotate_secrets(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        for destination in queryset:
+            secret = services.rotate_secret(destination)
+            self.log_change(request, destination, "Rotated the signing secret.")
+            self.message_user(
+                request,
+                format_html(
+                    "New signing secret of “{}”: <code>{}</code> Copy it now: it is not shown again. "
+                    "Deliveries are signed with it from now on; the old secret no longer verifies.",
+                    destination.name,
+                    secret,
+                ),
+                messages.SUCCESS,
+            )
+
+    @admin.action(description="Send a test event to selected destinations", permissions=["change"])
+    def send_test_event(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        destinations = list(queryset[: TEST_EVENT_MAX_DESTINATIONS + 1])
+        if len(destinations) > TEST_EVENT_MAX_DESTINATIONS:
+            self.message_user(
+                request, f"Select at most {TEST_EVENT_MAX_DESTINATIONS} destinations for a test event.", messages.ERROR
+            )
+            return
+        for destination in destinations:
+            event = synthetic_test_event(destination)
+            outcome = delivery.post_event(destination, event)
+            if outcome.ok:
+                self.message_user(
+                    request,
+                    f"Test event {event.event_id} to “{destination.name}”: HTTP {outcome.status} "
+                    f"in {outcome.duration_ms} ms.",
+                    messages.SUCCESS,
+                )
+            else:
+                body = f" Response: {Truncator(outcome.body).chars(200)}" if outcome.body else ""
+                self.message_user(
+                    request,
+                    f"Test event {event.event_id} to “{destination.name}” failed: {outcome.error}.{body}",
+                    messages.ERROR,
+                )
+
+    # One destination's actions from its change page (POST only; admin_view checks login and CSRF).
+
+    def get_urls(self) -> list[Any]:
+        run = path(
+            "<path:object_id>/run/<str:action>/",
+            self.admin_site.admin_view(self.run_action_view),
+            name="webhooks_destination_run",
+        )
+        return [run, *super().get_urls()]
+
+    def run_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        destination = self.get_object(request, object_id)
+        if destination is None:
+            raise Http404("no such destination")
+        actions = self.get_actions(request)
+        if action not in self.actions or action not in actions:
+            raise PermissionDenied
+        function = actions[action][0]
+        function(self, request, Destination.objects.filter(pk=destination.pk))
+        return HttpResponseRedirect(reverse("admin:webhooks_destination_change", args=[destination.pk]))
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Destination | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            available = self.get_actions(request)
+            toggle = "resume_destinations" if not obj.active else "pause_destinations"
+            context["destination_actions"] = [
+                (name, label)
+                for name, label in (
+                    (toggle, "Resume" if not obj.active else "Pause"),
+                    ("send_test_event", "Send test event"),
+                    ("rotate_secrets", "Rotate secret"),
+                )
+                if name in available
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+def synthetic_test_event(destination: Destination) -> StoredEvent:
+    """A synthetic event for the destination's topic, delivered like a real one but stored nowhere."""
+    return StoredEvent(
+        offset=0,
+        event_id=uuid.uuid4(),
+        name="eventrelay.test",
+        topic_name=destination.topic_name,
+        topic_id=destination.topic_id,
+        source="http",
+        user_id=None,
+        event_occurred_at=timezone.now(),
+        context_json="{}",
+        data_json=json.dumps({"test": True}),
+    )
+
+
+# --- Streams, attempts, undeliverable events (read-only) ------------------------------------------
+
+
+class DeliveryRecordAdmin(ReadOnly, admin.ModelAdmin):
+    """Attempts and undeliverable events: rows that reach their destination through their stream."""
+
+    list_select_related = ("stream__destination",)
+
+    @admin.display(description="destination", ordering="stream__destination__name")
+    def destination(self, record: DeliveryAttempt | UndeliverableEvent) -> str:
+        return _destination_link(record.stream.destination)
+
+    @admin.display(description="topic")
+    def topic(self, record: DeliveryAttempt | UndeliverableEvent) -> str:
+        return record.stream.topic
+
+
+@admin.register(DeliveryStream)
+class DeliveryStreamAdmin(ReadOnly, StreamColumns, admin.ModelAdmin):
+    """Every stream of every destination: where delivery stands and which streams are stuck."""
+
+    list_display = (
+        "destination_link",
+        "stream_topic",
+        "last_offset",
+        "backlog",
+        "attempts",
+        "next_attempt",
+        "lease",
+        "last_error_excerpt",
+        "delivered",
+    )
+    list_filter = (StreamDestinationFilter, RetryingFilter)
+    list_select_related = ("destination",)
+    search_fields = ("topic_id",)
+    fields = (
+        "destination_link",
+        "stream_topic",
+        "last_offset",
+        "backlog",
+        "attempts",
+        "next_attempt",
+        "lease",
+        "last_error",
+        "delivered",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryStream]:
+        head = Subquery(Topic.objects.filter(name=OuterRef("destination__topic_name")).values("last_offset")[:1])
+        return super().get_queryset(request).annotate(head_offset=head)
+
+    @admin.display(description="destination", ordering="destination__name")
+    def destination_link(self, stream: DeliveryStream) -> str:
+        return _destination_link(stream.destination)
+
+    @admin.display(description="backlog")
+    def backlog(self, stream: DeliveryStream) -> str:
+        # The topic's head minus the cursor: an upper bound, since the range holds other ids' events too.
+        # The destination's page counts each stream's events exactly.
+        if stream.head_offset is None:  # type: ignore[attr-defined]
+            return "topic deleted"
+        bound = max(stream.head_offset - stream.last_offset, 0)  # type: ignore[attr-defined]
+        return f"up to {bound:,}" if bound else "0"
+
+    @admin.display(description="last error")
+    def last_error_excerpt(self, stream: DeliveryStream) -> str:
+        return Truncator(stream.last_error).chars(80)
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(DeliveryRecordAdmin):
+    list_display = (
+        "at",
+        "destination",
+        "topic",
+        "offset",
+        "attempt",
+        "status",
+        "response_status",
+        "duration",
+        "error_excerpt",
+    )
+    list_filter = (DestinationFilter, "status", ("at", AttemptTimeFilter))
+    # The table grows with every attempt: a filtered page skips the second, unfiltered COUNT(*).
+    show_full_result_count = False
+    fields = (
+        "destination",
+        "topic",
+        "event_id",
+        "offset",
+        "attempt",
+        "status",
+        "response_status",
+        "duration",
+        "error",
+        "response_body",
+        "at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, attempt: DeliveryAttempt) -> str:
+        return f"{attempt.duration_ms} ms" if attempt.duration_ms is not None else "-"
+
+    @admin.display(description="error")
+    def error_excerpt(self, attempt: DeliveryAttempt) -> str:
+        return Truncator(attempt.error).chars(80)
+
+
+@admin.register(UndeliverableEvent)
+class UndeliverableEventAdmin(DeliveryRecordAdmin):
+    list_display = ("destination", "topic", "offset", "attempts", "last_error_excerpt", "created_at", "redelivered_at")
+    list_filter = (DestinationFilter, RedeliveredFilter)
+    actions = ["redeliver"]
+    fields = ("destination", "topic", "event_id", "offset", "attempts", "last_error", "created_at", "redelivered_at")
+    readonly_fields = fields
+
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("webhooks.change_undeliverableevent")
+
+    @admin.display(description="last error")
+    def last_error_excerpt(self, undeliverable: UndeliverableEvent) -> str:
+        return Truncator(undeliverable.last_error).chars(80)
+
+    @admin.action(description="Redeliver selected events", permissions=["redeliver"])
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[UndeliverableEvent]) -> None:
+        count = 0
+        for undeliverable in queryset:
+            services.redeliver(undeliverable)
+            count += 1
+        self.message_user(
+            request,
+            f"Queued {count} event(s) for redelivery. Each is sent once more, outside its stream's order; "
+            "the attempt appears under delivery attempts, and a success sets “redelivered at”.",
+            messages.SUCCESS,
+        )
