@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.utils import ProgrammingError
 
 from eventrelay.auth import Principal, require_read, require_write
-from eventrelay.errors import AlreadyExists, InvalidInput, NotFound
+from eventrelay.errors import AlreadyExists, EventRelayError, InvalidInput, NotFound
 from events.canonical import StoredEvent
 from events.signals import events_committed
 from events.tables import SOURCES
@@ -55,64 +55,80 @@ def store_events(ref: TopicRef, new_events: list[NewEvent], source: str) -> list
     Precondition: ``new_events`` passed :func:`events.validation.validate_batch` and the caller is
     authorized for ``ref``. Announces the stored events (``events_committed``) after commit only.
     """
-    table = connection.ops.quote_name(events_table_name(ref.name))
+    [result] = store_batches(ref.name, [(ref, new_events, source)])
+    if isinstance(result, EventRelayError):
+        raise result
+    return result
+
+
+Batch = tuple[TopicRef, list[NewEvent], str]
+
+
+def store_batches(topic_name: str, batches: list[Batch]) -> list[list[StoredEvent] | EventRelayError]:
+    """Store several validated batches of one topic in ONE transaction (group commit).
+
+    Each batch gets its own result: its stored events in request order, or the error that refused
+    it alone (an ``eventId`` already used under another topic id). Offsets are assigned in batch
+    order under the topic row lock, exactly as if the batches had been published one by one.
+    Raises ``NotFound`` (for every batch) when the topic does not exist.
+    """
+    table = connection.ops.quote_name(events_table_name(topic_name))
     topic_table = connection.ops.quote_name(Topic._meta.db_table)
+    results: list[list[StoredEvent] | EventRelayError] = []
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SELECT last_offset FROM {topic_table} WHERE name = %s FOR UPDATE", [ref.name])
+        cursor.execute(f"SELECT last_offset FROM {topic_table} WHERE name = %s FOR UPDATE", [topic_name])
         row = cursor.fetchone()
         if row is None:
-            raise NotFound(f"topic '{ref.name}' does not exist", field="topic")
-        last_offset = row[0]
+            raise NotFound(f"topic '{topic_name}' does not exist", field="topic")
+        offset = row[0]
 
-        existing = _existing_events(cursor, table, ref, [event.event_id for event in new_events])
-        to_insert: list[NewEvent] = []
-        seen = set(existing)
-        for event in new_events:
-            if event.event_id not in seen:
-                seen.add(event.event_id)
-                to_insert.append(event)
+        all_ids = [event.event_id for _, events, _ in batches for event in events]
+        known = _existing_events(cursor, table, topic_name, all_ids)
+        inserted: list[StoredEvent] = []
+        for ref, events, source in batches:
+            topic_id = ref.id or ""
+            conflict = next((e for e in events if e.event_id in known and known[e.event_id].topic_id != topic_id), None)
+            if conflict is not None:
+                # Returning it would show an event of another topic id to a caller who may not see it.
+                results.append(
+                    AlreadyExists(
+                        f"eventId {conflict.event_id} is already stored in topic '{topic_name}' under another topic id",
+                        field="eventId",
+                    )
+                )
+                continue
+            for event in events:
+                if event.event_id not in known:
+                    offset += 1
+                    known[event.event_id] = StoredEvent(
+                        offset=offset,
+                        event_id=event.event_id,
+                        name=event.name,
+                        topic_name=topic_name,
+                        topic_id=topic_id,
+                        source=source,
+                        user_id=event.user_id,
+                        event_occurred_at=event.event_occurred_at,
+                        context_json=event.context_json,
+                        data_json=event.data_json,
+                    )
+                    inserted.append(known[event.event_id])
+            results.append([known[event.event_id] for event in events])
 
-        inserted = [
-            StoredEvent(
-                offset=last_offset + position,
-                event_id=event.event_id,
-                name=event.name,
-                topic_name=ref.name,
-                topic_id=ref.id or "",
-                source=source,
-                user_id=event.user_id,
-                event_occurred_at=event.event_occurred_at,
-                context_json=event.context_json,
-                data_json=event.data_json,
-            )
-            for position, event in enumerate(to_insert, start=1)
-        ]
         if inserted:
             _insert(cursor, table, inserted)
-            cursor.execute(
-                f"UPDATE {topic_table} SET last_offset = %s WHERE name = %s", [inserted[-1].offset, ref.name]
-            )
+            cursor.execute(f"UPDATE {topic_table} SET last_offset = %s WHERE name = %s", [offset, topic_name])
             transaction.on_commit(
-                lambda: events_committed.send(sender=StoredEvent, topic_name=ref.name, events=inserted)
+                lambda: events_committed.send(sender=StoredEvent, topic_name=topic_name, events=inserted)
             )
-
-    by_id = {**existing, **{event.event_id: event for event in inserted}}
-    return [by_id[event.event_id] for event in new_events]
+    return results
 
 
 def _existing_events(
-    cursor: Any, table: str, ref: TopicRef, event_ids: list[uuid.UUID]
+    cursor: Any, table: str, topic_name: str, event_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, StoredEvent]:
     cursor.execute(f"SELECT {_COLUMNS} FROM {table} WHERE event_id = ANY(%s)", [event_ids])
-    existing = {event.event_id: event for event in (_row_to_event(ref.name, row) for row in cursor.fetchall())}
-    for event in existing.values():
-        if event.topic_id != (ref.id or ""):
-            # Returning it would show an event of another topic id to a caller who may not see it.
-            raise AlreadyExists(
-                f"eventId {event.event_id} is already stored in topic '{event.topic_name}' under another topic id",
-                field="eventId",
-            )
-    return existing
+    return {event.event_id: event for event in (_row_to_event(topic_name, row) for row in cursor.fetchall())}
 
 
 def _insert(cursor: Any, table: str, events: list[StoredEvent]) -> None:

@@ -25,9 +25,8 @@ from eventrelay.errors import (
     Unauthenticated,
     Unavailable,
 )
-from events import live
+from events import group_commit, live
 from events.canonical import to_canonical
-from events.services import publish
 from topics.refs import TopicRef
 from topics.services import get_topic
 
@@ -162,7 +161,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         events = frame.get("events")
         if isinstance(events, list):
             await ratelimit.acheck("publish", self.principal.rate_limit_key, cost=len(events))
-        stored = await run_sync(publish, self.principal, ref, events, "websocket")
+        stored = await group_commit.publish(self.principal, ref, events, "websocket")
         reply: dict[str, Any] = {"type": "published"}
         if isinstance(frame.get("ref"), str):
             reply["ref"] = frame["ref"]

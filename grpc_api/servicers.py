@@ -10,8 +10,8 @@ from eventrelay.db import run_sync
 from eventrelay.errors import InvalidInput
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
-from events import live
-from events.services import publish, pull
+from events import group_commit, live
+from events.services import pull
 from grpc_api.convert import event_message, new_events_from_messages, topic_message
 from grpc_api.handlers import principal_of, rpc
 from topics.refs import TopicRef
@@ -44,7 +44,7 @@ class EventsServicer(pb_grpc.EventsServicer):
         ref = TopicRef.parse(request.topic)
         events = new_events_from_messages(request.events)
         await ratelimit.acheck("publish", principal.rate_limit_key, cost=len(events))
-        stored = await run_sync(publish, principal, ref, events, "grpc")
+        stored = await group_commit.publish(principal, ref, events, "grpc")
         return pb.PublishEventsResponse(events=[event_message(event) for event in stored])
 
     @rpc
