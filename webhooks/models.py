@@ -52,7 +52,8 @@ class Destination(models.Model):
         ordering = ["name", "id"]
 
     def __str__(self) -> str:
-        return f"{self.name} → {self.url}"
+        # Not the URL: it may carry credentials, and __str__ ends up in admin history and messages.
+        return f"{self.name} ({self.topic})"
 
     @property
     def topic(self) -> str:

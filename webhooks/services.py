@@ -4,6 +4,7 @@ Transports (admin, REST) call these; they validate and raise ``eventrelay.errors
 message naming the field, so every front end explains a refusal the same way.
 """
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +16,8 @@ from topics.models import Topic
 from topics.refs import TopicRef
 from webhooks import signing, ssrf
 from webhooks.models import DeliveryStream, Destination, UndeliverableEvent
+
+logger = logging.getLogger(__name__)
 
 EDITABLE_FIELDS = (
     "name",
@@ -101,8 +104,21 @@ def create_destination(
     if start_offset < topic_row.last_offset:
         from webhooks.tasks import wake_topic
 
-        transaction.on_commit(lambda: wake_topic.delay(ref.name))
+        _queue_after_commit(wake_topic, ref.name)
     return destination
+
+
+def _queue_after_commit(task: Any, *args: object) -> None:
+    """Queue a Celery task once the transaction commits. A broker outage is logged, not raised: the
+    change is saved, and the beat sweep does the work when the broker is back."""
+
+    def queue() -> None:
+        try:
+            task.delay(*args)
+        except Exception:
+            logger.warning("could not queue %s%r; the sweep will pick the work up", task.name, args, exc_info=True)
+
+    transaction.on_commit(queue)
 
 
 def update_destination(destination: Destination, changes: dict[str, Any]) -> Destination:
@@ -121,7 +137,9 @@ def update_destination(destination: Destination, changes: dict[str, Any]) -> Des
         setattr(destination, field, value)
     if changes.get("active"):
         destination.disabled_reason = ""
-    destination.save()
+        changes["disabled_reason"] = ""
+    # Only the changed fields: a worker may be updating others (disabling on 410, scan offsets).
+    destination.save(update_fields=[*changes, "updated_at"])
     if changes.get("active"):
         resume(destination)
     return destination
@@ -139,7 +157,7 @@ def resume(destination: Destination) -> None:
     Destination.objects.filter(pk=destination.pk).update(active=True, disabled_reason="", updated_at=timezone.now())
     destination.active = True
     destination.streams.update(next_attempt_at=timezone.now())
-    transaction.on_commit(lambda: wake_topic.delay(destination.topic_name))
+    _queue_after_commit(wake_topic, destination.topic_name)
 
 
 def disable(destination_id: int, reason: str) -> None:
@@ -157,4 +175,4 @@ def redeliver(undeliverable: UndeliverableEvent) -> None:
     """Queue one more delivery of an event that exhausted its attempts (outside its stream's order)."""
     from webhooks.tasks import redeliver_undeliverable
 
-    transaction.on_commit(lambda: redeliver_undeliverable.delay(undeliverable.pk))
+    _queue_after_commit(redeliver_undeliverable, undeliverable.pk)
