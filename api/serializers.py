@@ -8,6 +8,7 @@ from rest_framework import serializers
 from events.canonical import StoredEvent, to_canonical
 from topics.models import Topic
 from webhooks.models import DeliveryAttempt, Destination
+from webhooks.services import MAX_ATTEMPTS_LIMIT, TIMEOUT_SECONDS_LIMIT
 
 
 # Field names are the API's camelCase (SPEC.md), mapped to model fields with `source`.
@@ -60,14 +61,18 @@ class PullResponseSerializer(serializers.Serializer):
 
 class DestinationSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
-    name = serializers.CharField()
-    url = serializers.URLField()
+    name = serializers.CharField(max_length=100)
+    url = serializers.URLField(max_length=2000)
     topic = serializers.CharField()
     eventNames = serializers.ListField(child=serializers.CharField(), source="event_names", required=False)
     active = serializers.BooleanField(required=False, default=True)
     disabledReason = serializers.CharField(source="disabled_reason", read_only=True)
-    maxAttempts = serializers.IntegerField(source="max_attempts", required=False, allow_null=True, min_value=1)
-    timeoutSeconds = serializers.IntegerField(source="timeout_seconds", required=False, allow_null=True, min_value=1)
+    maxAttempts = serializers.IntegerField(
+        source="max_attempts", required=False, allow_null=True, min_value=1, max_value=MAX_ATTEMPTS_LIMIT
+    )
+    timeoutSeconds = serializers.IntegerField(
+        source="timeout_seconds", required=False, allow_null=True, min_value=1, max_value=TIMEOUT_SECONDS_LIMIT
+    )
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
 
     def to_representation(self, instance: Destination) -> dict[str, Any]:

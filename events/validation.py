@@ -8,7 +8,7 @@ batch, 256 KiB per event, 16 MiB per request).
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -78,6 +78,7 @@ def _validate_event(raw: object, where: str, now: datetime) -> NewEvent:
             f"{where}.name: is {len(name)} characters long; at most {NAME_MAX_LENGTH} are allowed",
             field=f"{where}.name",
         )
+    _check_storable_text(name, f"{where}.name")
 
     if "data" not in raw:
         raise InvalidInput(f"{where}.data: is required", field=f"{where}.data")
@@ -108,9 +109,27 @@ def _validate_event(raw: object, where: str, now: datetime) -> NewEvent:
 
 def _encode_json(value: Any, where: str) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{where}: is not valid JSON ({exc})", field=where) from None
+    except RecursionError:
+        raise InvalidInput(f"{where}: is nested too deeply", field=where) from None
+    _check_utf8(text, where)
+    return text
+
+
+def _check_utf8(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{where}: contains an unpaired UTF-16 surrogate (not valid Unicode)", field=where) from None
+
+
+def _check_storable_text(text: str, where: str) -> None:
+    """PostgreSQL text cannot hold NUL, and nothing can hold an unpaired surrogate."""
+    if "\x00" in text:
+        raise InvalidInput(f"{where}: must not contain NUL characters", field=where)
+    _check_utf8(text, where)
 
 
 def _parse_event_id(raw: object, where: str) -> uuid.UUID:
@@ -133,6 +152,7 @@ def _parse_user_id(raw: object, where: str) -> str | None:
         raise InvalidInput(
             f"{where}: is {len(raw)} characters long; at most {USER_ID_MAX_LENGTH} are allowed", field=where
         )
+    _check_storable_text(raw, where)
     return raw
 
 
@@ -150,4 +170,8 @@ def _parse_occurred_at(raw: object, where: str, now: datetime) -> datetime:
         raise InvalidInput(f"{where}: must be an RFC 3339 timestamp string", field=where)
     if moment.tzinfo is None:
         raise InvalidInput(f"{where}: {raw!r} has no time zone (use 'Z' or an offset)", field=where)
-    return moment
+    try:
+        # Stored and served in UTC; a moment outside years 1-9999 in UTC cannot be represented.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{where}: {raw!r} is outside the years 1-9999 in UTC", field=where) from None

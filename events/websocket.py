@@ -125,6 +125,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
             frame = json.loads(text_data)
         except ValueError as exc:
             raise InvalidInput(f"frame is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise InvalidInput("frame is nested too deeply") from None
         if not isinstance(frame, dict):
             raise InvalidInput("frame must be a JSON object with a 'type'", field="type")
         if "type" not in frame:

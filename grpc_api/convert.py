@@ -40,6 +40,8 @@ def _parse_json(text: str, where: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise InvalidInput(f"{where}: is not valid JSON ({exc})", field=where) from None
+    except RecursionError:
+        raise InvalidInput(f"{where}: is nested too deeply", field=where) from None
 
 
 def event_message(event: StoredEvent) -> pb.Event:

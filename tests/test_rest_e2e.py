@@ -205,11 +205,6 @@ def test_the_web_process_serves_the_schema_and_the_docs(web_server):
     assert docs.status_code == 200 and "swagger-ui" in docs.text.lower()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the web process serves no /static/ (eventrelay/asgi.py has no static files handler, no "
-    "whitenoise), so the Swagger UI at /api/v1/docs loads its sidecar CSS/JS as 404s and renders blank",
-)
 def test_the_swagger_ui_assets_load_from_the_web_process(web_server):
     page = requests.get(f"{web_server.base_url}/api/v1/docs", timeout=30).text
     assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page)

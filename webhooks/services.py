@@ -34,6 +34,8 @@ EDITABLE_FIELDS = (
 def check_destination_url(url: object) -> str:
     if not isinstance(url, str) or not url:
         raise InvalidInput("url is required", field="url")
+    if len(url) > 2000:
+        raise InvalidInput("url is longer than 2000 characters", field="url")
     try:
         ssrf.check_url(url, allow_private=settings.ER_WEBHOOK_ALLOW_PRIVATE)
     except ValueError as exc:
@@ -49,15 +51,36 @@ def _check_event_names(value: object) -> list[str]:
     return value
 
 
+# Upper bounds that keep every value sane (and inside its integer column).
+MAX_ATTEMPTS_LIMIT = 1000
+TIMEOUT_SECONDS_LIMIT = 300
+BACKOFF_MS_LIMIT = 7 * 24 * 3_600_000
+LIMITS = {
+    "maxAttempts": MAX_ATTEMPTS_LIMIT,
+    "max_attempts": MAX_ATTEMPTS_LIMIT,
+    "timeoutSeconds": TIMEOUT_SECONDS_LIMIT,
+    "timeout_seconds": TIMEOUT_SECONDS_LIMIT,
+}
+
+
 def _check_positive(field: str, value: object) -> int | None:
     if value is None:
         return None
-    if type(value) is not int or value < 1:
-        raise InvalidInput(f"{field} must be a whole number >= 1", field=field)
+    maximum = LIMITS.get(field, BACKOFF_MS_LIMIT)
+    if type(value) is not int or not 1 <= value <= maximum:
+        raise InvalidInput(f"{field} must be a whole number from 1 to {maximum}", field=field)
     return value
 
 
 @transaction.atomic
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("name is required", field="name")
+    if len(name.strip()) > 100:
+        raise InvalidInput("name is longer than 100 characters", field="name")
+    return name.strip()
+
+
 def create_destination(
     *,
     name: str,
@@ -73,8 +96,7 @@ def create_destination(
 ) -> Destination:
     """Create a destination. It delivers events published after now, or after ``start_offset``
     (an earlier offset, to replay) when given."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInput("name is required", field="name")
+    name = _check_name(name)
     check_destination_url(url)
     ref = TopicRef.parse(topic)
     topic_row = Topic.objects.filter(name=ref.name).first()
@@ -85,7 +107,7 @@ def create_destination(
     elif type(start_offset) is not int or not 0 <= start_offset <= topic_row.last_offset:
         raise InvalidInput(f"startOffset must be between 0 and {topic_row.last_offset}", field="startOffset")
     destination = Destination.objects.create(
-        name=name.strip(),
+        name=name,
         url=url,
         topic_name=ref.name,
         topic_id=ref.id or "",
@@ -126,6 +148,8 @@ def update_destination(destination: Destination, changes: dict[str, Any]) -> Des
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidInput(f"cannot change {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    if "name" in changes:
+        changes["name"] = _check_name(changes["name"])
     if "url" in changes:
         check_destination_url(changes["url"])
     if "event_names" in changes:
