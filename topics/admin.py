@@ -85,7 +85,7 @@ class TopicAdmin(admin.ModelAdmin):
     def events_per_minute(self, topic: Topic) -> int:
         return events_stored_since(topic, timezone.now() - timedelta(minutes=1))
 
-    @admin.display(description="Events")
+    @admin.display(description="Browse")
     def browse_link(self, topic: Topic) -> str:
         if topic.pk is None:
             return "-"
