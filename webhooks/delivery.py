@@ -38,6 +38,8 @@ READ_BATCH = 100
 COUNTDOWN_LIMIT_S = 10
 
 _session: requests.Session | None = None
+# When this process last set the lease of a stream it holds (time.monotonic()).
+_lease_renewed_at: dict[int, float] = {}
 
 
 def http_session() -> requests.Session:
@@ -179,6 +181,7 @@ def deliver_stream(stream_id: int) -> str:
     lease = lease_seconds_for(destination)
     if not claim(stream_id, owner, lease):
         return "not claimed"
+    _lease_renewed_at[stream_id] = time.monotonic()
     try:
         return _work(stream, destination, owner, lease)
     except NotFound:
@@ -214,9 +217,9 @@ def _work(stream: DeliveryStream, destination: Destination, owner: str, lease: f
 
 
 def _attempt(stream: DeliveryStream, destination: Destination, owner: str, lease: float, event: StoredEvent) -> str:
-    # Renew the lease before each request, so it outlives the request's timeout.
-    if not _mine(stream.pk, owner).update(lease_expires_at=timezone.now() + timedelta(seconds=lease)):
+    if not _keep_lease(stream, owner, lease):
         return "lease lost"
+    # The attempt row exists before the outcome is known (a crash leaves it "pending").
     attempt = DeliveryAttempt.objects.create(
         stream=stream, event_id=event.event_id, offset=event.offset, attempt=stream.attempts + 1
     )
@@ -226,10 +229,17 @@ def _attempt(stream: DeliveryStream, destination: Destination, owner: str, lease
     attempt.response_body = outcome.body
     attempt.error = outcome.error
     attempt.duration_ms = outcome.duration_ms
-    attempt.save(update_fields=["status", "response_status", "response_body", "error", "duration_ms"])
 
     if outcome.ok:
-        return "delivered" if _advance(stream, owner, event.offset, delivered=True) else "lease lost"
+        with transaction.atomic():  # one commit for the attempt's outcome and the cursor
+            _save_outcome(attempt)
+            moved = _advance(stream, owner, event.offset, delivered=True)
+            if not moved:
+                transaction.set_rollback(True)
+        if not moved:
+            _save_outcome(attempt)
+        return "delivered" if moved else "lease lost"
+    _save_outcome(attempt)
     if outcome.gone:
         _disable_gone(destination, event.offset)
         release(stream.pk, owner, attempts=stream.attempts + 1, last_error=outcome.error)
@@ -258,6 +268,23 @@ def _attempt(stream: DeliveryStream, destination: Destination, owner: str, lease
         DeliveryStream.objects.filter(pk=stream.pk).update(enqueued_at=timezone.now())
         deliver.apply_async((stream.pk,), countdown=delay)
     return "retrying"
+
+
+def _save_outcome(attempt: DeliveryAttempt) -> None:
+    attempt.save(update_fields=["status", "response_status", "response_body", "error", "duration_ms"])
+
+
+def _keep_lease(stream: DeliveryStream, owner: str, lease: float) -> bool:
+    """Extend the lease when half its margin is used up, so it always outlives the next request's
+    timeout (renewing before every event would cost a write per event). False if it was lost."""
+    now = time.monotonic()
+    renewed = _lease_renewed_at.get(stream.pk)
+    if renewed is not None and now - renewed < settings.ER_WEBHOOK_LEASE_MARGIN_S / 2:
+        return True
+    if not _mine(stream.pk, owner).update(lease_expires_at=timezone.now() + timedelta(seconds=lease)):
+        return False
+    _lease_renewed_at[stream.pk] = now
+    return True
 
 
 def _advance(stream: DeliveryStream, owner: str, offset: int, *, delivered: bool, last_error: str = "") -> bool:
