@@ -62,7 +62,29 @@ def token_from_authorization(header: str | None) -> str:
     return token.strip()
 
 
+# Verified tokens, so a client sending the same token on every call is not re-verified each time.
+# Bounded, and an entry is only used until the token's own expiry.
+_verified: dict[tuple[str, str], tuple[Principal, float | None]] = {}
+_VERIFIED_MAX = 4096
+
+
 def authenticate(token: str | None) -> Principal:
+    """Verify ``token`` and return its :class:`Principal`; raise ``Unauthenticated`` otherwise.
+
+    Successful verifications are remembered (per process, per secret) until the token expires.
+    """
+    key = (settings.ER_JWT_SECRET, token or "")
+    cached = _verified.get(key)
+    if cached is not None and (cached[1] is None or cached[1] > time.time()):
+        return cached[0]
+    principal, expires = _verify(token)
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    _verified[key] = (principal, expires)
+    return principal
+
+
+def _verify(token: str | None) -> tuple[Principal, float | None]:
     """Verify ``token`` and return its :class:`Principal`; raise ``Unauthenticated`` otherwise.
 
     Only HS256 is accepted (``alg: none``, HS512, RS256 … are refused), the signature must match
@@ -97,7 +119,8 @@ def authenticate(token: str | None) -> Principal:
     if not isinstance(subject, str) or not subject:
         # Without a subject, the token itself identifies the caller (rate limits, logs).
         subject = "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-    return Principal(subject=subject, grants=grants, admin=admin)
+    expires = claims.get("exp")
+    return Principal(subject=subject, grants=grants, admin=admin), float(expires) if expires is not None else None
 
 
 def _parse_topics_claim(raw: object, *, admin: bool) -> frozenset[TopicRef]:

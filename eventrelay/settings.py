@@ -74,7 +74,10 @@ WSGI_APPLICATION = "eventrelay.wsgi.application"
 ASGI_APPLICATION = "eventrelay.asgi.application"
 
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventrelay")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+# Persistent connections. No per-request health check: it costs a "SELECT 1" round trip before
+# every unit of work in the gRPC and WebSocket processes; a connection that broke is dropped after
+# the one call that found it broken (Django's errors_occurred check), and reopened on the next.
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=False)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

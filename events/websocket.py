@@ -26,7 +26,7 @@ from eventrelay.errors import (
     Unavailable,
 )
 from events import group_commit, live
-from events.canonical import to_canonical
+from events.canonical import canonical_json, to_canonical
 from topics.refs import TopicRef
 from topics.services import get_topic
 
@@ -175,6 +175,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
     async def _forward(self, ref: TopicRef, from_offset: int | None) -> None:
         """Send the subscription's events in order until it ends; tell the client why it ended."""
         key = str(ref)
+        topic_json = json.dumps(key)
         last_sent: int | None = None
         try:
             async with live.subscribe(ref, from_offset) as events:
@@ -184,7 +185,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
                             f"the connection has more than {settings.ER_WS_MAX_BUFFER_BYTES} bytes waiting to be "
                             f"read; resubscribe to '{key}' with fromOffset = the last offset received + 1"
                         )
-                    await self._send_json({"type": "event", "topic": key, "event": to_canonical(event)})
+                    # The event's JSON is built once per process, not once per subscriber.
+                    await self.send(
+                        text_data=f'{{"type": "event", "topic": {topic_json}, "event": {canonical_json(event)}}}'
+                    )
                     last_sent = event.offset
                     # ASGI sends never block: yield so the server can flush this frame to the socket
                     # before the next one (otherwise a burst would all count as backlog).

@@ -182,6 +182,11 @@ def deliver_stream(stream_id: int) -> str:
     if not claim(stream_id, owner, lease):
         return "not claimed"
     _lease_renewed_at[stream_id] = time.monotonic()
+    with connection.cursor() as cursor:
+        # Delivery bookkeeping (attempt rows, cursors) need not wait for its WAL flush: a database
+        # crash can only lose the last moments of it, which means re-sending (at least once), never
+        # skipping. Events themselves are always committed synchronously by publish.
+        cursor.execute("SET synchronous_commit TO OFF")
     try:
         return _work(stream, destination, owner, lease)
     except NotFound:
