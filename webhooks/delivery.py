@@ -182,6 +182,11 @@ def deliver_stream(stream_id: int) -> str:
     if not claim(stream_id, owner, lease):
         return "not claimed"
     _lease_renewed_at[stream_id] = time.monotonic()
+    # Read the stream again now that it is ours: the row read above may predate another worker's
+    # deliveries (it delivered and released in between), and sending from that cursor would re-send
+    # them and move the cursor back.
+    stream = DeliveryStream.objects.select_related("destination").get(pk=stream_id)
+    destination = stream.destination
     with connection.cursor() as cursor:
         # Delivery bookkeeping (attempt rows, cursors) need not wait for its WAL flush: a database
         # crash can only lose the last moments of it, which means re-sending (at least once), never
