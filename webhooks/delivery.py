@@ -354,14 +354,18 @@ def enqueue(task: object, stream_ids: list[int]) -> None:
         task.delay(stream_id)  # type: ignore[attr-defined]
 
 
-def wake_topic(topic_name: str) -> int:
-    """After a publish: make sure every matching destination has its streams, and queue the due ones."""
+def wake_topic(topic_name: str, topic_ids: list[str] | None = None) -> int:
+    """After a publish: make sure every matching destination has its streams, and queue the due ones
+    that are not already queued. With ``topic_ids`` (what the publish touched), only those streams."""
     from webhooks.tasks import deliver
 
     queued = 0
     for destination in Destination.objects.for_topic(topic_name).active():
         discover_streams(destination)
-        ids = list(destination.streams.due().behind().values_list("pk", flat=True))
+        streams = destination.streams.due().behind().filter(enqueued_at__isnull=True)
+        if topic_ids is not None:
+            streams = streams.filter(topic_id__in=topic_ids)
+        ids = list(streams.values_list("pk", flat=True))
         enqueue(deliver, ids)
         queued += len(ids)
     return queued

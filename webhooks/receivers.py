@@ -18,6 +18,6 @@ def wake_after_publish(sender: object, topic_name: str, events: list, **kwargs: 
 
     try:
         if Destination.objects.for_topic(topic_name).active().exists():
-            wake_topic.delay(topic_name)
+            wake_topic.delay(topic_name, sorted({event.topic_id for event in events}))
     except Exception:
         logger.warning("could not queue the webhook wake-up for '%s'; the sweep will", topic_name, exc_info=True)

@@ -11,8 +11,8 @@ def deliver(stream_id: int) -> str:
 
 
 @shared_task(name="webhooks.tasks.wake_topic", acks_late=True)
-def wake_topic(topic_name: str) -> int:
-    return delivery.wake_topic(topic_name)
+def wake_topic(topic_name: str, topic_ids: list[str] | None = None) -> int:
+    return delivery.wake_topic(topic_name, topic_ids)
 
 
 @shared_task(name="webhooks.tasks.sweep")
