@@ -66,6 +66,11 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# SPEC.md's performance table against its baselines, on real processes (docs/benchmarks.md):
+# full sizes by default; `make bench BENCH_ARGS=--quick` for the < 2 minute smoke run.
+bench: install services env
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 

@@ -1,0 +1,249 @@
+"""The benchmark harness: ``python -m bench.run --quick|--full [--only scenario,...] [--results-dir DIR]``.
+
+It starts the real processes (a dedicated database, daphne, the gRPC server, two Celery workers and
+beat, all on 127.0.0.1), runs each scenario of SPEC.md's performance table with its baseline measured
+in the same run on the same machine, prints a table (figure, baseline, ratio, target, met?), and
+writes ``latest.json`` and ``latest.png`` to the results directory (``bench/results`` by default).
+Load generators are processes of their own; every loop is bounded in count and time.
+"""
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import ScenarioResult, metadata
+from bench.stack import DEFAULT_DATABASE_URL, REPO, Stack
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    warmup: float  # seconds of uncounted load before each throughput measurement
+    duration: float  # seconds counted
+    publish_batches: tuple[int, ...]
+    publish_batch_main: int
+    single_callers: tuple[int, ...]
+    single_callers_main: int
+    pull_rows: int
+    ws_subscriber_steps: tuple[int, ...]
+    ws_subscribers: int
+    ws_rate: float
+    grpc_streams: int
+    grpc_rate: float
+    fanout_duration: float
+    drain: float  # seconds subscribers may wait for the last events after the last publish
+    webhook_events_per_stream: int
+    webhook_deadline: float
+
+
+QUICK = Mode(
+    name="quick",
+    warmup=0.3,
+    duration=2.0,
+    publish_batches=(100, 500, 1000),
+    publish_batch_main=500,
+    single_callers=(32,),
+    single_callers_main=32,
+    pull_rows=10_000,
+    ws_subscriber_steps=(10, 50, 100),
+    ws_subscribers=100,
+    ws_rate=10,
+    grpc_streams=50,
+    grpc_rate=50,
+    fanout_duration=3,
+    drain=5,
+    webhook_events_per_stream=4,
+    webhook_deadline=40,
+)
+
+FULL = Mode(
+    name="full",
+    warmup=2,
+    duration=15,
+    publish_batches=(100, 500, 1000),
+    publish_batch_main=500,
+    single_callers=(1, 8, 32),
+    single_callers_main=32,
+    pull_rows=100_000,
+    ws_subscriber_steps=(100, 1000, 5000),
+    ws_subscribers=1000,
+    ws_rate=10,
+    grpc_streams=200,
+    grpc_rate=50,
+    fanout_duration=30,
+    drain=30,
+    webhook_events_per_stream=40,
+    webhook_deadline=240,
+)
+
+
+class Bench:
+    """What a scenario gets: the running stack, the mode's sizes, an admin token and a few helpers."""
+
+    def __init__(self, stack: Stack, mode: Mode) -> None:
+        self.stack = stack
+        self.mode = mode
+        self.token = stack.admin_token
+        self._channel: Any = None
+
+    def grpc_events(self) -> Any:
+        import grpc
+
+        from bench.common import GRPC_OPTIONS
+        from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
+
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.stack.grpc_address, options=GRPC_OPTIONS)
+        return pb_grpc.EventsStub(self._channel)
+
+    def new_topic(self, name: str) -> str:
+        import grpc
+
+        from eventrelay.v1 import eventrelay_pb2 as pb
+        from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
+
+        self.grpc_events()
+        try:
+            pb_grpc.TopicsStub(self._channel).CreateTopic(
+                pb.CreateTopicRequest(name=name), metadata=metadata(self.token), timeout=30
+            )
+        except grpc.RpcError as error:
+            raise RuntimeError(f"creating topic {name}: {error.code().name} {error.details()}") from None
+        return name
+
+    def last_offset(self, topic: str) -> int:
+        from eventrelay.v1 import eventrelay_pb2 as pb
+        from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
+
+        self.grpc_events()
+        topics = (
+            pb_grpc.TopicsStub(self._channel)
+            .ListTopics(pb.ListTopicsRequest(), metadata=metadata(self.token), timeout=30)
+            .topics
+        )
+        return next(t.last_offset for t in topics if t.name == topic)
+
+    def check_stored(self, topic: str, count: int, at_least: bool = False) -> None:
+        """The product really stored what it acknowledged (warm-up calls included, hence ``at_least``)."""
+        stored = self.last_offset(topic)
+        if stored < count or (not at_least and stored != count):
+            raise RuntimeError(f"topic {topic} has {stored} events, expected {'at least ' if at_least else ''}{count}")
+
+    def baseline_table(self, name: str, topic: str) -> str:
+        """An empty table identical to ``topic``'s events table (columns, defaults, indexes)."""
+        table = f"baseline_{name}"
+        with self.stack.connect_db(autocommit=True) as conn:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+            conn.execute(f'CREATE TABLE "{table}" (LIKE "{topic}_events" INCLUDING ALL)')
+        return f'"{table}"'
+
+
+def _scenarios() -> dict[str, Callable[[Bench], ScenarioResult]]:
+    from bench.scenarios.fanout import grpc_fanout, ws_fanout
+    from bench.scenarios.publish import publish_batch, publish_single
+    from bench.scenarios.pull import pull
+    from bench.scenarios.webhooks import webhooks
+
+    return {
+        "publish_batch": publish_batch,
+        "publish_single": publish_single,
+        "pull": pull,
+        "ws_fanout": ws_fanout,
+        "grpc_fanout": grpc_fanout,
+        "webhooks": webhooks,
+    }
+
+
+SCENARIOS = ("publish_batch", "publish_single", "pull", "ws_fanout", "grpc_fanout", "webhooks")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick", action="store_const", const="quick", dest="mode", help="small sizes, under 2 minutes (CI smoke test)"
+    )
+    size.add_argument("--full", action="store_const", const="full", dest="mode", help="SPEC.md's sizes (the default)")
+    parser.set_defaults(mode="full")
+    parser.add_argument("--only", default="", help=f"comma-separated scenarios to run (of: {', '.join(SCENARIOS)})")
+    parser.add_argument(
+        "--results-dir", type=Path, default=REPO / "bench" / "results", help="where latest.json and latest.png go"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help="the bench database (dropped and recreated; its name must start with eventrelay_bench)",
+    )
+    parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()] or list(SCENARIOS)
+    unknown = set(args.only) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench import report
+
+    args = parse_args(argv)
+    mode = QUICK if args.mode == "quick" else FULL
+    started = time.monotonic()
+    load_at_start = os.getloadavg()
+    code = report.code_version()
+    if load_at_start[0] > 1.0:
+        print(
+            f"bench: warning: load average {load_at_start[0]:.2f} before the run: something else is busy, expect noisy numbers",
+            flush=True,
+        )
+    results_dir: Path = args.results_dir.resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    # The processes' logs: beside a custom results directory, else with the tests' logs (ignored by git).
+    default_dir = results_dir == (REPO / "bench" / "results").resolve()
+    stack = Stack(args.database_url, REPO / ".test-logs" / "bench" if default_dir else results_dir / "logs")
+    print(f"bench: {mode.name} mode, scenarios {', '.join(args.only)}; logs in {stack.log_dir}", flush=True)
+    results: list[ScenarioResult] = []
+    failed = False
+    try:
+        stack.recreate_database()
+        stack.start()
+        print(f"bench: processes up after {time.monotonic() - started:.1f}s: {stack.pids()}", flush=True)
+        bench = Bench(stack, mode)
+        scenarios = _scenarios()
+        for name in args.only:
+            print(f"bench: running {name} ...", flush=True)
+            began = time.monotonic()
+            try:
+                result = scenarios[name](bench)
+            except Exception as error:  # noqa: BLE001 - one failed scenario is reported, the others still run
+                failed = True
+                result = ScenarioResult(name, name, error=f"{error}\n{traceback.format_exc()}")
+                print(f"bench: {name} FAILED: {error}", flush=True)
+            result.seconds = time.monotonic() - began
+            results.append(result)
+            print(f"bench: {name} done in {result.seconds:.1f}s", flush=True)
+            stack.check_alive()
+    except Exception as error:  # noqa: BLE001 - the stack itself failed (a process died): report what we have
+        failed = True
+        results.append(ScenarioResult("stack", "the processes under test", error=f"{error}\n{traceback.format_exc()}"))
+        print(f"bench: FAILED: {error}", flush=True)
+    finally:
+        stack.stop()
+    document = report.document(mode.name, asdict(mode), results, time.monotonic() - started, stack, load_at_start, code)
+    print(report.table(results))
+    json_path = report.write_json(document, results_dir)
+    print(f"bench: wrote {json_path}")
+    if not args.no_chart:
+        print(f"bench: wrote {report.chart(document, results_dir)}")
+    print(f"bench: {mode.name} run took {time.monotonic() - started:.1f}s", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

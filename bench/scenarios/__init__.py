@@ -1,0 +1,1 @@
+"""One module per group of scenarios; each exposes functions taking a `bench.run.Bench`."""

@@ -1,0 +1,238 @@
+"""Scenarios 1 and 2: publish throughput, each beside PostgreSQL doing the bare minimum.
+
+1. gRPC PublishEvents in batches (500 in the table; 100, 500 and 1,000 for the growth curve) against
+   psycopg COPY of the same rows, one transaction per batch, into an identical table
+   (``CREATE TABLE ... (LIKE <topic>_events INCLUDING ALL)``: same columns, defaults and indexes).
+2. gRPC PublishEvents with one event per call from 32 concurrent callers on one topic against 32
+   psycopg connections each doing one INSERT + COMMIT per event into an identical table.
+
+Both sides run in a load-generator process of their own with the same concurrency, the same warm-up
+and the same measured duration, and every event carries a fresh eventId (publishing is idempotent on
+it, so reused ids would store nothing).
+"""
+
+import asyncio
+import itertools
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from bench.children import Child, ready_then_wait, run_in_step
+from bench.common import (
+    COLUMNS,
+    EVENT_NAME,
+    GRPC_OPTIONS,
+    Figure,
+    ScenarioResult,
+    event_data,
+    metadata,
+    timed_loop,
+    user_id,
+)
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+
+# --- load generators (run in child processes) -------------------------------------------------------
+
+
+def grpc_publish(
+    pipe: Any, address: str, token: str, topic: str, batch: int, concurrency: int, warmup: float, duration: float
+) -> dict[str, Any]:
+    import grpc
+
+    from eventrelay.v1 import eventrelay_pb2 as pb
+    from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
+
+    payloads = [(event_data(seq), user_id(seq)) for seq in range(batch)]
+
+    async def main() -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+            stub = pb_grpc.EventsStub(channel)
+            auth = metadata(token)
+
+            async def op(worker: int) -> int:
+                events = [
+                    pb.NewEvent(event_id=str(uuid.uuid4()), name=EVENT_NAME, user_id=uid, data=data)
+                    for data, uid in payloads
+                ]
+                reply = await stub.PublishEvents(
+                    pb.PublishEventsRequest(topic=topic, events=events), metadata=auth, timeout=120
+                )
+                return len(reply.events)
+
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            ready_then_wait(pipe)
+            return await timed_loop(op, concurrency, warmup, duration)
+
+    return asyncio.run(main())
+
+
+def psycopg_copy(
+    pipe: Any, database_url: str, table: str, batch: int, concurrency: int, warmup: float, duration: float
+) -> dict[str, Any]:
+    import psycopg
+
+    payloads = [(event_data(seq), user_id(seq)) for seq in range(batch)]
+    offsets = itertools.count(1)
+    copy_sql = f"COPY {table} ({COLUMNS}) FROM STDIN"
+
+    async def main() -> dict[str, Any]:
+        connections = [await psycopg.AsyncConnection.connect(database_url) for _ in range(concurrency)]
+
+        async def op(worker: int) -> int:
+            connection = connections[worker]
+            now = datetime.now(UTC)
+            async with connection.transaction(), connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+                for data, uid in payloads:
+                    await copy.write_row((next(offsets), uuid.uuid4(), EVENT_NAME, "", "grpc", uid, now, "{}", data))
+            return len(payloads)
+
+        try:
+            ready_then_wait(pipe)
+            return await timed_loop(op, concurrency, warmup, duration)
+        finally:
+            for connection in connections:
+                await connection.close()
+
+    return asyncio.run(main())
+
+
+def psycopg_insert(
+    pipe: Any, database_url: str, table: str, concurrency: int, warmup: float, duration: float
+) -> dict[str, Any]:
+    import psycopg
+
+    offsets = itertools.count(1)
+    insert_sql = f"INSERT INTO {table} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    data = event_data(0)
+
+    async def main() -> dict[str, Any]:
+        connections = [await psycopg.AsyncConnection.connect(database_url, autocommit=True) for _ in range(concurrency)]
+
+        async def op(worker: int) -> int:
+            # Autocommit: every INSERT is its own transaction, committed (and flushed to the WAL) alone.
+            offset = next(offsets)
+            await connections[worker].execute(
+                insert_sql,
+                (offset, uuid.uuid4(), EVENT_NAME, "", "grpc", user_id(offset), datetime.now(UTC), "{}", data),
+            )
+            return 1
+
+        try:
+            ready_then_wait(pipe)
+            return await timed_loop(op, concurrency, warmup, duration)
+        finally:
+            for connection in connections:
+                await connection.close()
+
+    return asyncio.run(main())
+
+
+# --- scenarios (run in the orchestrator) ------------------------------------------------------------
+
+
+def measure(child: Child, timeout: float) -> dict[str, Any]:
+    return run_in_step([child], ready_timeout=60, result_timeout=timeout)[0]
+
+
+def publish_batch(bench: "Bench") -> ScenarioResult:
+    mode = bench.mode
+    result = ScenarioResult("publish_batch", "gRPC PublishEvents in batches vs psycopg COPY")
+    points = []
+    for batch in mode.publish_batches:
+        topic = bench.new_topic(f"pub_b{batch}")
+        table = bench.baseline_table(f"copy_b{batch}", topic)
+        timeout = mode.warmup + mode.duration + 120
+        product = measure(
+            Child(
+                *(grpc_publish, bench.stack.grpc_address, bench.token, topic, batch, 1, mode.warmup, mode.duration),
+                label=f"gRPC PublishEvents, batch {batch}",
+            ),
+            timeout,
+        )
+        baseline = measure(
+            Child(
+                *(psycopg_copy, bench.stack.database_url, table, batch, 1, mode.warmup, mode.duration),
+                label=f"psycopg COPY, batch {batch}",
+            ),
+            timeout,
+        )
+        bench.check_stored(topic, product["events"], at_least=True)
+        points.append({"x": batch, "product": product["events_per_s"], "baseline": baseline["events_per_s"]})
+        result.details[f"batch_{batch}"] = {"product": product, "baseline": baseline}
+        if batch == mode.publish_batch_main:
+            result.figures.append(
+                Figure(
+                    "publish_batch",
+                    f"gRPC PublishEvents, batches of {batch}",
+                    "events/s",
+                    product["events_per_s"],
+                    f"psycopg COPY, batches of {batch}",
+                    baseline["events_per_s"],
+                    "higher",
+                    ">= 0.5 x baseline",
+                    product["events_per_s"] >= 0.5 * baseline["events_per_s"],
+                    notes=f"1 caller each; publish call p50 {product['call_ms']['p50']:.1f} ms, p99 {product['call_ms']['p99']:.1f} ms",
+                )
+            )
+    result.growth = {
+        "title": "Publish throughput by batch size",
+        "x_label": "events per PublishEvents call / COPY",
+        "unit": "events/s",
+        "points": points,
+    }
+    return result
+
+
+def publish_single(bench: "Bench") -> ScenarioResult:
+    mode = bench.mode
+    result = ScenarioResult(
+        "publish_single", "gRPC PublishEvents, 1 event per call, concurrent callers vs psycopg INSERT+COMMIT"
+    )
+    points = []
+    for callers in mode.single_callers:
+        topic = bench.new_topic(f"pub_c{callers}")
+        table = bench.baseline_table(f"insert_c{callers}", topic)
+        timeout = mode.warmup + mode.duration + 120
+        product = measure(
+            Child(
+                *(grpc_publish, bench.stack.grpc_address, bench.token, topic, 1, callers, mode.warmup, mode.duration),
+                label=f"gRPC PublishEvents, 1 event/call, {callers} callers",
+            ),
+            timeout,
+        )
+        baseline = measure(
+            Child(
+                *(psycopg_insert, bench.stack.database_url, table, callers, mode.warmup, mode.duration),
+                label=f"psycopg INSERT+COMMIT, {callers} connections",
+            ),
+            timeout,
+        )
+        bench.check_stored(topic, product["events"], at_least=True)
+        points.append({"x": callers, "product": product["events_per_s"], "baseline": baseline["events_per_s"]})
+        result.details[f"callers_{callers}"] = {"product": product, "baseline": baseline}
+        if callers == mode.single_callers_main:
+            result.figures.append(
+                Figure(
+                    "publish_single",
+                    f"gRPC PublishEvents, 1 event/call, {callers} callers, 1 topic",
+                    "events/s",
+                    product["events_per_s"],
+                    f"psycopg, {callers} connections, INSERT+COMMIT per event",
+                    baseline["events_per_s"],
+                    "higher",
+                    ">= 1.0 x baseline",
+                    product["events_per_s"] >= baseline["events_per_s"],
+                    notes=f"publish call p50 {product['call_ms']['p50']:.1f} ms, p99 {product['call_ms']['p99']:.1f} ms",
+                )
+            )
+    if len(points) > 1:
+        result.growth = {
+            "title": "Single-event publish by concurrent callers",
+            "x_label": "concurrent callers",
+            "unit": "events/s",
+            "points": points,
+        }
+    return result

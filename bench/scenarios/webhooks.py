@@ -1,0 +1,266 @@
+"""Scenario 6: webhook deliveries to a local receiver, 64 streams, 2 Celery workers, against a plain
+``requests.Session.post`` loop to the same receiver.
+
+The receiver is a process of its own (a threading HTTP/1.1 server with keep-alive that answers 200
+and records each POST's topic, offset and arrival time). The product's run: a whole-topic destination
+is created paused; K events are published to each of 64 topic ids (64 delivery streams); the clock
+starts when the destination is resumed and stops at the last delivery received. The baseline posts
+the same number of bodies of the same shape and size, in one loop with one ``requests.Session``.
+Order is checked per stream at the receiver: an offset lower than one already received for the same
+topic id counts as out of order.
+"""
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from bench.children import Child, ready_then_wait
+from bench.common import EVENT_NAME, Figure, ScenarioResult, event_data, metadata, progress, user_id
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+STREAMS = 64
+
+
+# --- the receiver (child process) -------------------------------------------------------------------
+
+
+def receiver(pipe: Any) -> dict[str, Any]:
+    lock = threading.Lock()
+    records: list[tuple[int, str, int]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body leave in two writes: without TCP_NODELAY, Nagle's algorithm and the
+        # client's delayed ACK hold the second one ~40 ms, and every sender would measure that.
+        disable_nagle_algorithm = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            event = json.loads(body)
+            with lock:
+                records.append((time.time_ns(), event["topic"], event["offset"]))
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    pipe.send(("ready", f"http://127.0.0.1:{server.server_address[1]}/hook"))
+    try:
+        while pipe.poll(1800):
+            kind, value = pipe.recv()
+            if kind == "stop":
+                break
+            if kind == "reset":
+                with lock:
+                    records.clear()
+                pipe.send(("reset", None))
+            elif kind == "wait":
+                # value: (expected count, seconds): wait until that many arrived or the time is up.
+                count, seconds = value
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    with lock:
+                        if len(records) >= count:
+                            break
+                    time.sleep(0.02)
+                with lock:
+                    pipe.send(("records", list(records)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    return {}
+
+
+def order_check(records: list[tuple[int, str, int]]) -> dict[str, Any]:
+    highest: dict[str, int] = {}
+    seen: set[tuple[str, int]] = set()
+    out_of_order = duplicates = 0
+    for _, topic, offset in records:
+        if (topic, offset) in seen:
+            duplicates += 1
+            continue
+        seen.add((topic, offset))
+        if offset < highest.get(topic, 0):
+            out_of_order += 1
+        highest[topic] = max(highest.get(topic, 0), offset)
+    return {"streams_seen": len(highest), "unique": len(seen), "out_of_order": out_of_order, "duplicates": duplicates}
+
+
+# --- the baseline (child process) -------------------------------------------------------------------
+
+
+def requests_loop(pipe: Any, url: str, bodies: list[bytes]) -> dict[str, Any]:
+    session = requests.Session()
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": str(uuid.uuid4()),
+        "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": "v1," + "A" * 44,
+        "user-agent": "bench/1",
+    }
+    session.post(url, data=bodies[0], headers=headers, timeout=10).raise_for_status()  # warm the connection
+    ready_then_wait(pipe)
+    started_ns = time.time_ns()
+    for body in bodies:
+        session.post(url, data=body, headers=headers, timeout=10).raise_for_status()
+    return {"started_ns": started_ns, "ended_ns": time.time_ns(), "posts": len(bodies)}
+
+
+def canonical_bodies(topic: str, per_stream: int) -> list[bytes]:
+    """Bodies shaped like the product's (canonical JSON), interleaved across the 64 streams."""
+    bodies = []
+    offset = 0
+    for _ in range(per_stream):
+        for stream in range(STREAMS):
+            offset += 1
+            body = {
+                "eventId": str(uuid.uuid4()),
+                "name": EVENT_NAME,
+                "topic": f"{topic}:s{stream:02d}",
+                "source": "grpc",
+                "userId": user_id(offset),
+                "eventOccurredAt": "2026-01-01T00:00:00.000000+00:00",
+                "context": {},
+                "data": json.loads(event_data(offset)),
+                "offset": offset,
+            }
+            bodies.append(json.dumps(body, separators=(",", ":")).encode())
+    return bodies
+
+
+# --- the scenario -----------------------------------------------------------------------------------
+
+
+def webhooks(bench: "Bench") -> ScenarioResult:
+    from eventrelay.v1 import eventrelay_pb2 as pb
+
+    mode = bench.mode
+    result = ScenarioResult("webhooks", "webhook deliveries, 64 streams, 2 workers vs requests.Session.post loop")
+    per_stream = mode.webhook_events_per_stream
+    total = STREAMS * per_stream
+    topic = bench.new_topic("hooks")
+    receiving = Child(receiver)
+    try:
+        url = receiving.receive("ready", 60)
+        api = requests.Session()
+        api.headers["authorization"] = f"Bearer {bench.token}"
+        reply = api.post(
+            f"{bench.stack.base_url}/api/v1/webhooks",
+            json={"name": "bench", "url": url, "topic": topic, "active": False},
+            timeout=30,
+        )
+        if reply.status_code != 201:
+            raise RuntimeError(f"creating the destination answered {reply.status_code}: {reply.text}")
+        destination_id = reply.json()["id"]
+
+        # K events on each of 64 topic ids, published while the destination is paused.
+        stub = bench.grpc_events()
+        expected: dict[str, list[int]] = {}
+        for stream in range(STREAMS):
+            ref = f"{topic}:s{stream:02d}"
+            events = [
+                pb.NewEvent(event_id=str(uuid.uuid4()), name=EVENT_NAME, user_id=user_id(n), data=event_data(n))
+                for n in range(per_stream)
+            ]
+            published = stub.PublishEvents(
+                pb.PublishEventsRequest(topic=ref, events=events), metadata=metadata(bench.token), timeout=60
+            )
+            expected[ref] = [event.offset for event in published.events]
+
+        receiving.send("reset")
+        receiving.receive("reset", 30)
+        started_ns = time.time_ns()
+        reply = api.post(f"{bench.stack.base_url}/api/v1/webhooks/{destination_id}/resume", timeout=30)
+        if reply.status_code not in (200, 204):
+            raise RuntimeError(f"resuming the destination answered {reply.status_code}: {reply.text}")
+        progress(f"delivering {total:,} webhooks over {STREAMS} streams")
+        receiving.send("wait", (total, mode.webhook_deadline))
+        records = receiving.receive("records", mode.webhook_deadline + 60)
+        product_order = order_check(records)
+        last_ns = max((record[0] for record in records), default=started_ns)
+        product_seconds = (last_ns - started_ns) / 1e9
+        delivered = product_order["unique"]
+        product_rate = delivered / product_seconds if product_seconds > 0 else 0.0
+        missing = sum(len(offsets) for offsets in expected.values()) - delivered
+        api.post(f"{bench.stack.base_url}/api/v1/webhooks/{destination_id}/pause", timeout=30)
+
+        # The baseline: the same number of posts, one requests.Session, one loop.
+        loop = Child(requests_loop, url, canonical_bodies(topic, per_stream))
+        try:
+            loop.receive("ready", 60)
+            receiving.send("reset")  # after the loop's warm-up post
+            receiving.receive("reset", 30)
+            loop.send("go")
+            timing = loop.receive("result", 600)
+        finally:
+            loop.join()
+        receiving.send("wait", (total, 30))
+        baseline_records = receiving.receive("records", 90)
+        baseline_order = order_check(baseline_records)
+        baseline_seconds = (timing["ended_ns"] - timing["started_ns"]) / 1e9
+        baseline_rate = timing["posts"] / baseline_seconds
+    finally:
+        receiving.send("stop")
+        receiving.join()
+    bench.stack.check_alive()
+    result.details = {
+        "streams": STREAMS,
+        "events_per_stream": per_stream,
+        "deliveries_expected": total,
+        "product": {
+            "delivered": delivered,
+            "missing": missing,
+            "seconds": product_seconds,
+            "deliveries_per_s": product_rate,
+            **product_order,
+        },
+        "baseline": {
+            "posts": timing["posts"],
+            "seconds": baseline_seconds,
+            "deliveries_per_s": baseline_rate,
+            **baseline_order,
+        },
+        "workers": bench.stack.workers,
+    }
+    result.figures = [
+        Figure(
+            "webhooks",
+            f"Webhook deliveries, {STREAMS} streams, {bench.stack.workers} workers",
+            "deliveries/s",
+            product_rate,
+            "requests.Session.post loop, same receiver",
+            baseline_rate,
+            "higher",
+            ">= 0.5 x baseline",
+            product_rate >= 0.5 * baseline_rate and missing == 0,
+            notes=f"{delivered:,} of {total:,} delivered in {product_seconds:.1f} s (clock starts at resume)",
+        ),
+        Figure(
+            "webhooks",
+            "Webhook deliveries out of order (per stream)",
+            "events",
+            product_order["out_of_order"],
+            "",
+            None,
+            "lower",
+            "order kept per stream",
+            product_order["out_of_order"] == 0,
+            baseline_measured=False,
+            notes=f"duplicates {product_order['duplicates']}, streams seen {product_order['streams_seen']}",
+        ),
+    ]
+    return result

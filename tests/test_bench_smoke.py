@@ -1,0 +1,64 @@
+"""The benchmark harness runs end to end in its quick mode (CI smoke test: its numbers are not asserted)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bench.run import SCENARIOS
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def numbers_in(figure: dict) -> list[object]:
+    return [figure["value"], *([figure["baseline_value"]] if figure["baseline_measured"] else [])]
+
+
+def test_the_quick_bench_runs_every_scenario_and_writes_numeric_figures(tmp_path: Path) -> None:
+    # A database of its own (the harness drops and recreates it), dropped again afterwards.
+    database = f"eventrelay_bench_smoke_{uuid.uuid4().hex[:8]}"
+    database_url = f"postgres://postgres@127.0.0.1:5432/{database}"
+    try:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.run",
+                "--quick",
+                "--results-dir",
+                str(tmp_path),
+                "--database-url",
+                database_url,
+            ],
+            cwd=REPO,
+            env={**os.environ},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        import psycopg
+
+        with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    assert run.returncode == 0, f"bench exited {run.returncode}\n{run.stdout[-5000:]}\n{run.stderr[-5000:]}"
+    assert "met?" in run.stdout  # the table was printed
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert results["mode"] == "quick"
+    assert results["machine"]["cores"] and results["machine"]["cpu_model"]
+    assert set(results["scenarios"]) == set(SCENARIOS)
+    for name, scenario in results["scenarios"].items():
+        assert scenario["error"] is None, f"{name}: {scenario['error']}"
+        assert scenario["figures"], name
+        for figure in scenario["figures"]:
+            for number in numbers_in(figure):
+                assert isinstance(number, int | float) and math.isfinite(number), (name, figure)
+    assert (tmp_path / "latest.png").stat().st_size > 10_000
