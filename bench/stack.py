@@ -11,12 +11,8 @@ default (ER_LIVE_TICK_MS included), and DEBUG is off whatever a development .env
 import os
 import resource
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,17 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import requests
 
+# The end-to-end tests' helpers: free loopback ports, waiting with a deadline, stopping a process group.
+from tests.processes import NO_RATE_LIMITS, free_port, stop, wait_until
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 VENV_BIN = Path(PYTHON).parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/eventrelay_bench"
-NO_RATE_LIMITS = {f"ER_RATE_LIMIT_{name}_PER_S": "0" for name in ("PUBLISH", "REQUESTS", "AUTH_FAILURES", "CONNECTS")}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def raise_fd_limit() -> None:
@@ -42,18 +34,6 @@ def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (requests.RequestException, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def database_url_named(url: str, name: str) -> str:
@@ -92,16 +72,8 @@ class Process:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 20) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
+    def stop(self) -> None:
+        stop(self.process)
         self.log.close()
 
 
