@@ -30,11 +30,13 @@ async def main(topic: str) -> None:
                 }
             )
         )
-        while True:
+        # The reply to the publish and the subscription's copy of the event may come in either order.
+        seen = set()
+        while seen != {"published", "event"}:
             frame = json.loads(await ws.recv())
             print(frame["type"], frame.get("event", frame.get("events")))
-            if frame["type"] == "event" and frame["event"]["name"] == "user_login":
-                break
+            if frame["type"] == "published" or (frame["type"] == "event" and frame["event"]["name"] == "user_login"):
+                seen.add(frame["type"])
 
 
 if __name__ == "__main__":
