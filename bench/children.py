@@ -72,13 +72,13 @@ class Child:
 def run_in_step(children: list[Child], ready_timeout: float, result_timeout: float, go: Any = None) -> list[Any]:
     """Wait until every child is ready, start them together, and return their results in order."""
     try:
-        readies = [child.receive("ready", ready_timeout) for child in children]
+        for child in children:
+            child.receive("ready", ready_timeout)
         for child in children:
             child.send("go", go)
         progress("measuring " + ", ".join(child.label for child in children))
         deadline = time.monotonic() + result_timeout
         results = [child.receive("result", max(1.0, deadline - time.monotonic())) for child in children]
-        del readies
         return results
     finally:
         for child in children:
