@@ -17,9 +17,7 @@ TEST_QUEUE = f"er_test_{os.getpid()}"
 # Settings every server process of a test run shares (webhooks go to a receiver on 127.0.0.1).
 # Rate limits are off unless a test turns them on (tests/test_rate_limits.py): hundreds of calls from
 # one IP and token would otherwise trip them.
-NO_RATE_LIMITS = {
-    f"ER_RATE_LIMIT_{name}_PER_S": "0" for name in ("PUBLISH", "REQUESTS", "AUTH_FAILURES", "CONNECTS")
-}
+NO_RATE_LIMITS = {f"ER_RATE_LIMIT_{name}_PER_S": "0" for name in ("PUBLISH", "REQUESTS", "AUTH_FAILURES", "CONNECTS")}
 COMMON_ENV = {
     "ER_CELERY_QUEUE": TEST_QUEUE,
     "ER_WEBHOOK_ALLOW_PRIVATE": "1",

@@ -18,14 +18,20 @@ from topics.refs import TopicRef
 def test_a_group_stores_each_batch_in_order_and_refuses_only_the_conflicting_one(make_topic, admin):
     make_topic("orders")
     taken = str(uuid.uuid4())
-    store_batches("orders", [(TopicRef("orders", "1"), validate_batch([{"eventId": taken, "name": "a", "data": 1}]), "grpc")])
+    store_batches(
+        "orders", [(TopicRef("orders", "1"), validate_batch([{"eventId": taken, "name": "a", "data": 1}]), "grpc")]
+    )
 
     first = validate_batch([{"name": "b", "data": 2}, {"name": "c", "data": 3}])
     conflicting = validate_batch([{"name": "d", "data": 4}, {"eventId": taken, "name": "x", "data": 0}])
     last = validate_batch([{"name": "e", "data": 5}])
     results = store_batches(
         "orders",
-        [(TopicRef("orders", "2"), first, "grpc"), (TopicRef("orders", "2"), conflicting, "grpc"), (TopicRef("orders", "3"), last, "http")],
+        [
+            (TopicRef("orders", "2"), first, "grpc"),
+            (TopicRef("orders", "2"), conflicting, "grpc"),
+            (TopicRef("orders", "3"), last, "http"),
+        ],
     )
 
     assert [event.offset for event in results[0]] == [2, 3]
