@@ -2,7 +2,7 @@
 and, where it needs one, the real Redis."""
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,6 +13,7 @@ from topics.services import create_topic, delete_topic
 if TYPE_CHECKING:
     from tests.grpc_client import Client
     from tests.processes import GrpcServer, WebServer
+    from tests.webhook_receiver import Receiver
 
 
 @pytest.fixture
@@ -108,3 +109,19 @@ def _no_rate_limits_unless_a_test_sets_them() -> Iterator[None]:
     for name in NO_RATE_LIMITS:
         setattr(settings, name, 0)
     yield
+
+
+@pytest.fixture
+def receiver() -> Iterator["Receiver"]:
+    """A local HTTP receiver for webhooks whose answers the test can switch (tests/webhook_receiver.py)."""
+    from tests.webhook_receiver import Receiver
+
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def allow_private(settings: Any) -> None:
+    """Webhook destinations on 127.0.0.1 are accepted in this process (the receiver lives there)."""
+    settings.ER_WEBHOOK_ALLOW_PRIVATE = True

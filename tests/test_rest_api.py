@@ -83,12 +83,6 @@ def users(make_topic: Callable[[str], Topic]) -> Topic:
     return make_topic("users")
 
 
-@pytest.fixture
-def allow_private(settings: Any) -> None:
-    """Webhook URLs on 127.0.0.1 are accepted (as in every test process)."""
-    settings.ER_WEBHOOK_ALLOW_PRIVATE = True
-
-
 def error_of(response: HttpResponse, status: int, code: str) -> dict[str, str]:
     """The ``error`` object of an error response, after checking its status, code and shape."""
     assert response.status_code == status, response.content

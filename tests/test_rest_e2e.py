@@ -22,7 +22,6 @@ import requests
 from eventrelay.auth import mint_token
 from tests.grpc_client import Client, unique_topic
 from tests.processes import CeleryWorker, WebServer, wait_until
-from tests.webhook_receiver import Receiver
 from tests.ws_client import ws_connect
 
 pytestmark = pytest.mark.e2e
@@ -72,13 +71,6 @@ def worker(django_db_setup: None) -> Iterator[CeleryWorker]:
     started = CeleryWorker(name="rest_worker")
     yield started
     started.stop()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
 
 
 def new_event(**fields: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from django.urls import reverse
 from django.utils.html import strip_tags
 
 from events.services import publish
-from tests.webhook_receiver import Receiver
 from webhooks import delivery, signing
 from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent
 from webhooks.services import create_destination
@@ -32,20 +31,8 @@ def staff(client, django_user_model):
 
 
 @pytest.fixture
-def allow_private(settings):
-    settings.ER_WEBHOOK_ALLOW_PRIVATE = True
-
-
-@pytest.fixture
 def orders(make_topic):
     return make_topic("orders")
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 from events.services import publish
 from tests.grpc_client import unique_topic
 from tests.processes import CeleryWorker, wait_until
-from tests.webhook_receiver import Receiver
 from topics.services import create_topic
 from webhooks.models import DeliveryAttempt, DeliveryStream
 from webhooks.services import create_destination
@@ -30,18 +29,6 @@ def workers(django_db_setup):
     yield started
     for worker in started:
         worker.stop()
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def allow_private(settings):
-    settings.ER_WEBHOOK_ALLOW_PRIVATE = True
 
 
 def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:

@@ -63,18 +63,6 @@ def strict_worker(worker_pool):
     worker.stop()
 
 
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def allow_private(settings):
-    settings.ER_WEBHOOK_ALLOW_PRIVATE = True
-
-
 class Trap:
     """A port that counts every connection made to it: where a followed redirect would go."""
 

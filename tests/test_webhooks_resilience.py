@@ -21,7 +21,6 @@ from django.conf import settings
 from events.services import publish
 from tests.grpc_client import unique_topic
 from tests.processes import TEST_QUEUE, CeleryBeat, CeleryWorker, log_of, wait_until
-from tests.webhook_receiver import Receiver
 from topics.models import Topic
 from webhooks import delivery
 from webhooks.models import DeliveryAttempt, DeliveryStream
@@ -38,18 +37,6 @@ FAST_RECOVERY = {
     "ER_WEBHOOK_SWEEP_S": "1",
     "ER_WEBHOOK_REQUEUE_S": "2",
 }
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def allow_private(settings):
-    settings.ER_WEBHOOK_ALLOW_PRIVATE = True
 
 
 @pytest.fixture
