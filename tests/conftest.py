@@ -125,3 +125,28 @@ def receiver() -> Iterator["Receiver"]:
 def allow_private(settings: Any) -> None:
     """Webhook destinations on 127.0.0.1 are accepted in this process (the receiver lives there)."""
     settings.ER_WEBHOOK_ALLOW_PRIVATE = True
+
+
+@pytest.fixture
+def topics(admin_client: "Client") -> Iterator[Callable[..., str]]:
+    """``topics("orders")`` → the name of a new topic (unique per test), created over gRPC and
+    deleted again afterwards (the transactional flush knows nothing of per-topic tables)."""
+    import grpc
+
+    from tests.grpc_client import unique_topic
+
+    created: list[str] = []
+
+    def make(prefix: str = "t") -> str:
+        name = unique_topic(prefix)
+        admin_client.create_topic(name)
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        try:
+            admin_client.delete_topic(name)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise

@@ -36,27 +36,6 @@ OTHER_SECRET = "a-different-secret-that-is-long-enough-0123456789"
 
 
 @pytest.fixture
-def topics(admin_client: Client) -> Iterator[Callable[[str], str]]:
-    """``topics("orders")`` → the name of a new topic (unique per test), created over gRPC and
-    deleted again afterwards (the transactional flush knows nothing of per-topic tables)."""
-    created: list[str] = []
-
-    def make(prefix: str = "t") -> str:
-        name = unique_topic(prefix)
-        admin_client.create_topic(name)
-        created.append(name)
-        return name
-
-    yield make
-    for name in created:
-        try:
-            admin_client.delete_topic(name)
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-
-
-@pytest.fixture
 def client_for(grpc_server: GrpcServer) -> Iterator[Callable[..., Client]]:
     """``client_for("users:123")`` → a client whose token grants those topics;
     ``client_for(token="...")`` → a client sending exactly that token (``None``: no token at all)."""

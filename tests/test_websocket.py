@@ -11,11 +11,10 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
-import grpc
 import jwt
 import psycopg
 import pytest
@@ -59,27 +58,6 @@ def web_small_frames(django_db_setup: None) -> Iterator[WebServer]:
     server = WebServer(env={"ER_WS_MAX_FRAME_BYTES": "10000"}, name="web_small_frames")
     yield server
     server.stop()
-
-
-@pytest.fixture
-def topics(admin_client: Client) -> Iterator[Callable[[str], str]]:
-    """``topics("orders")`` → the name of a new topic (unique per test), created over gRPC and
-    deleted again afterwards (the transactional flush knows nothing of per-topic tables)."""
-    created: list[str] = []
-
-    def make(prefix: str = "ws") -> str:
-        name = unique_topic(prefix)
-        admin_client.create_topic(name)
-        created.append(name)
-        return name
-
-    yield make
-    for name in created:
-        try:
-            admin_client.delete_topic(name)
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                raise
 
 
 def admin_token() -> str:
