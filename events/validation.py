@@ -6,6 +6,7 @@ batch, 256 KiB per event, 16 MiB per request).
 """
 
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,20 @@ USER_ID_MAX_LENGTH = 255
 
 
 @dataclass(frozen=True, slots=True)
+class JSONText:
+    """A JSON value that arrived as text (gRPC's ``data``/``context``) and was parsed to check it.
+
+    The transport parses with :func:`parse_json_text`, which refuses what PostgreSQL's ``json``
+    type would (NaN, Infinity, numbers that overflow a double). Validation then stores ``text`` as
+    sent, which saves re-encoding every payload; only text with ``\\u`` escapes is re-encoded,
+    because an escape can hide a NUL or an unpaired surrogate.
+    """
+
+    text: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     """One validated event, ready to store. ``context_json``/``data_json`` are compact JSON text."""
 
@@ -35,7 +50,12 @@ class NewEvent:
 
     @property
     def size(self) -> int:
-        return len(self.data_json.encode()) + len(self.context_json.encode()) + len(self.name.encode())
+        """Bytes of payload (UTF-8) the event counts against the size limits."""
+        return _utf8_length(self.data_json) + _utf8_length(self.context_json) + _utf8_length(self.name)
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def validate_batch(raw_events: object) -> list[NewEvent]:
@@ -49,9 +69,13 @@ def validate_batch(raw_events: object) -> list[NewEvent]:
         raise TooLarge(f"batch has {len(raw_events)} events; at most {max_events} are allowed", field="events")
 
     now = timezone.now()
-    validated = [_validate_event(raw, f"events[{index}]", now) for index, raw in enumerate(raw_events)]
+    max_event_bytes = settings.ER_MAX_EVENT_BYTES
+    validated, total = [], 0
+    for index, raw in enumerate(raw_events):
+        event, size = _validate_event(raw, f"events[{index}]", now, max_event_bytes)
+        validated.append(event)
+        total += size
 
-    total = sum(event.size for event in validated)
     if total > settings.ER_MAX_REQUEST_BYTES:
         raise TooLarge(
             f"batch is {total} bytes of event payload; at most {settings.ER_MAX_REQUEST_BYTES} are allowed",
@@ -60,7 +84,7 @@ def validate_batch(raw_events: object) -> list[NewEvent]:
     return validated
 
 
-def _validate_event(raw: object, where: str, now: datetime) -> NewEvent:
+def _validate_event(raw: object, where: str, now: datetime, max_event_bytes: int) -> tuple[NewEvent, int]:
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where}: must be a JSON object", field=where)
     for key in raw:
@@ -82,14 +106,15 @@ def _validate_event(raw: object, where: str, now: datetime) -> NewEvent:
 
     if "data" not in raw:
         raise InvalidInput(f"{where}.data: is required", field=f"{where}.data")
-    data_json = _encode_json(raw["data"], f"{where}.data")
+    data_json = _json_text(raw["data"], f"{where}.data")
 
     context = raw.get("context")
     if context is None:
-        context = {}
-    if not isinstance(context, dict):
+        context_json = "{}"
+    elif not isinstance(context.value if isinstance(context, JSONText) else context, dict):
         raise InvalidInput(f"{where}.context: must be a JSON object", field=f"{where}.context")
-    context_json = _encode_json(context, f"{where}.context")
+    else:
+        context_json = _json_text(context, f"{where}.context")
 
     event = NewEvent(
         event_id=_parse_event_id(raw.get("eventId"), f"{where}.eventId"),
@@ -99,17 +124,55 @@ def _validate_event(raw: object, where: str, now: datetime) -> NewEvent:
         context_json=context_json,
         data_json=data_json,
     )
-    if event.size > settings.ER_MAX_EVENT_BYTES:
+    size = event.size
+    if size > max_event_bytes:
         raise TooLarge(
-            f"{where}.data: event is {event.size} bytes; at most {settings.ER_MAX_EVENT_BYTES} are allowed",
-            field=f"{where}.data",
+            f"{where}.data: event is {size} bytes; at most {max_event_bytes} are allowed", field=f"{where}.data"
         )
-    return event
+    return event, size
+
+
+def parse_json_text(text: str, where: str) -> JSONText:
+    """Parse JSON text from a transport that carries JSON as strings; errors name ``where``."""
+    if text == "":
+        raise InvalidInput(f"{where}: is required (JSON text)", field=where)
+    try:
+        return JSONText(text, _decoder.decode(text))
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: is not valid JSON ({exc})", field=where) from None
+    except RecursionError:
+        raise InvalidInput(f"{where}: is nested too deeply", field=where) from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if math.isinf(number):
+        raise ValueError(f"{literal} is out of range for a double")
+    return number
+
+
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def _json_text(value: Any, where: str) -> str:
+    if isinstance(value, JSONText):
+        if "\\u" not in value.text:
+            return value.text
+        value = value.value
+    return _encode_json(value, where)
+
+
+# One encoder for every payload (``json.dumps`` with arguments builds a new one per call).
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _encode_json(value: Any, where: str) -> str:
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _encoder.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{where}: is not valid JSON ({exc})", field=where) from None
     except RecursionError:

@@ -12,7 +12,7 @@ from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import group_commit, live
 from events.services import pull
-from grpc_api.convert import event_message, new_events_from_messages, topic_message
+from grpc_api.convert import event_message, event_messages, new_events_from_messages, topic_message
 from grpc_api.handlers import principal_of, rpc
 from topics.refs import TopicRef
 from topics.services import create_topic_as, delete_topic_as, list_topics_as
@@ -45,14 +45,12 @@ class EventsServicer(pb_grpc.EventsServicer):
         events = new_events_from_messages(request.events)
         await ratelimit.acheck("publish", principal.rate_limit_key, cost=len(events))
         stored = await group_commit.publish(principal, ref, events, "grpc")
-        return pb.PublishEventsResponse(events=[event_message(event) for event in stored])
+        return pb.PublishEventsResponse(events=event_messages(stored))
 
     @rpc
     async def PullEvents(self, request: pb.PullEventsRequest, context: Context) -> pb.PullEventsResponse:
         result = await run_sync(pull, await principal_of(context), request.topic, request.offset, request.batch_size)
-        return pb.PullEventsResponse(
-            events=[event_message(event) for event in result.events], next_offset=result.next_offset
-        )
+        return pb.PullEventsResponse(events=event_messages(result.events), next_offset=result.next_offset)
 
     @rpc
     async def StreamEvents(self, request: pb.StreamEventsRequest, context: Context) -> Any:

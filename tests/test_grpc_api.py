@@ -264,12 +264,43 @@ def test_data_and_context_json_survive_the_round_trip_exactly(admin_client: Clie
     assert "12345678901234567890" in pulled.context
 
 
-def test_json_key_order_and_whitespace_do_not_matter(admin_client: Client, topics) -> None:
+def test_json_text_is_kept_exactly_as_sent(admin_client: Client, topics) -> None:
+    # Given data and context with their own key order and whitespace
     name = topics("spacing")
+    data, context = '{ "b" : 1 ,\n "a" : [ 1 , 2.50 ] }', ' {"z": {}, "a": 1}'
 
-    [event] = publish_events(admin_client, name, pb.NewEvent(name="e", data='{ "b" : 1 ,\n "a" : [ 1 , 2 ] }'))
+    # When they are published and pulled back
+    [published] = publish_events(admin_client, name, pb.NewEvent(name="e", data=data, context=context))
+    [pulled] = admin_client.pull(name, 1).events
 
-    assert json.loads(event.data) == {"a": [1, 2], "b": 1}
+    # Then both replies carry the producer's text unchanged, not a re-encoding of it
+    assert (published.data, published.context) == (data, context)
+    assert (pulled.data, pulled.context) == (data, context)
+
+
+def test_json_text_with_escapes_is_stored_as_its_value(admin_client: Client, topics) -> None:
+    # An escape can hide a NUL or a lone surrogate, so such text is re-encoded from its value.
+    name = topics("escapes")
+
+    [event] = publish_events(admin_client, name, pb.NewEvent(name="e", data='{"s": "caf\\u00e9 \\u0000"}'))
+
+    assert json.loads(event.data) == {"s": "café \x00"}
+    assert json.loads(admin_client.pull(name, 1).events[0].data) == {"s": "café \x00"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["NaN", '{"x": Infinity}', "[-Infinity]", "1e400", '{"big": -1.5e999}', '"\\ud800"', '{"a": "\\udc00 tail"}'],
+)
+def test_json_text_that_is_not_storable_json_is_refused(admin_client: Client, topics, data: str) -> None:
+    # Python's parser accepts these; PostgreSQL's json type and every JSON consumer would not.
+    name = topics("unstorable")
+
+    error = rpc_error(lambda: publish_events(admin_client, name, pb.NewEvent(name="e", data=data)))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "events[0].data" in error.details()
+    assert stored_offsets(admin_client, name) == []
 
 
 def test_pull_returns_events_from_the_requested_offset_on(admin_client: Client, topics) -> None:
