@@ -65,13 +65,28 @@ def store_events(ref: TopicRef, new_events: list[NewEvent], source: str) -> list
 Batch = tuple[TopicRef, list[NewEvent], str]
 
 
-def store_batches(topic_name: str, batches: list[Batch]) -> list[list[StoredEvent] | EventRelayError]:
+BatchResult = list[StoredEvent] | EventRelayError
+
+
+def store_batches(topic_name: str, batches: list[Batch]) -> list[BatchResult]:
     """Store several validated batches of one topic in ONE transaction (group commit).
 
     Each batch gets its own result: its stored events in request order, or the error that refused
     it alone (an ``eventId`` already used under another topic id). Offsets are assigned in batch
     order under the topic row lock, exactly as if the batches had been published one by one.
-    Raises ``NotFound`` (for every batch) when the topic does not exist.
+    Raises ``NotFound`` (for every batch) when the topic does not exist. The new events are
+    announced (``events_committed``) once the transaction, or the caller's outer one, commits.
+    """
+    results, inserted = store_batches_unannounced(topic_name, batches)
+    if inserted:
+        transaction.on_commit(lambda: announce(topic_name, inserted))
+    return results
+
+
+def store_batches_unannounced(topic_name: str, batches: list[Batch]) -> tuple[list[BatchResult], list[StoredEvent]]:
+    """:func:`store_batches` without the announcement: returns the results and the events it
+    inserted, committed, for the caller to :func:`announce` (the async group committer answers
+    its callers first). Only for callers that are not inside a transaction of their own.
 
     Almost every publish carries only new eventIds, so the first attempt writes without looking
     them up: the unique index on ``event_id`` checks them during the COPY anyway. Only when it
@@ -86,12 +101,18 @@ def store_batches(topic_name: str, batches: list[Batch]) -> list[list[StoredEven
     return _store_batches(topic_name, batches, look_up_ids=True)
 
 
+def announce(topic_name: str, events: list[StoredEvent]) -> None:
+    """Tell the live hub and webhook delivery about committed events (ascending offsets)."""
+    events_committed.send(sender=StoredEvent, topic_name=topic_name, events=events)
+
+
 def _store_batches(
     topic_name: str, batches: list[Batch], *, look_up_ids: bool
-) -> list[list[StoredEvent] | EventRelayError]:
+) -> tuple[list[BatchResult], list[StoredEvent]]:
     table = connection.ops.quote_name(events_table_name(topic_name))
     topic_table = connection.ops.quote_name(Topic._meta.db_table)
-    results: list[list[StoredEvent] | EventRelayError] = []
+    results: list[BatchResult] = []
+    inserted: list[StoredEvent] = []
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SELECT last_offset FROM {topic_table} WHERE name = %s FOR UPDATE", [topic_name])
         row = cursor.fetchone()
@@ -107,7 +128,6 @@ def _store_batches(
         if look_up_ids:
             all_ids = [event.event_id for _, events, _ in batches for event in events]
             known = _existing_events(raw_cursor, table, topic_name, all_ids)
-        inserted: list[StoredEvent] = []
         for ref, events, source in batches:
             topic_id = ref.id or ""
             conflict = next((e for e in events if e.event_id in known and known[e.event_id].topic_id != topic_id), None)
@@ -147,10 +167,7 @@ def _store_batches(
         if inserted:
             _insert(raw_cursor, table, inserted)
             cursor.execute(f"UPDATE {topic_table} SET last_offset = %s WHERE name = %s", [offset, topic_name])
-            transaction.on_commit(
-                lambda: events_committed.send(sender=StoredEvent, topic_name=topic_name, events=inserted)
-            )
-    return results
+    return results, inserted
 
 
 def _existing_events(
