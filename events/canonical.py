@@ -7,7 +7,7 @@ the JSON transports (WebSocket, REST, webhooks). Every transport uses this one f
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,8 @@ class StoredEvent:
     event_occurred_at: datetime
     context_json: str
     data_json: str
+    # The gRPC wire form (events.wire), when it was stored or just computed; None for old rows.
+    wire: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def topic(self) -> str:

@@ -92,6 +92,9 @@ def _build_event_model(topic_name: str, key_suffix: str) -> type[models.Model]:
         "event_occurred_at": models.DateTimeField(),
         "context": JSONTextField(default=dict),
         "data": JSONTextField(),
+        # The event's gRPC encoding, stored with it so a pull is served without per-event work
+        # (events.wire). NULL only for rows stored before the column existed.
+        "wire": models.BinaryField(null=True),
         # Set by PostgreSQL on insert: raw bulk inserts need not send it.
         "stored_at": models.DateTimeField(db_default=Now()),
     }

@@ -1,13 +1,11 @@
 """Protobuf messages ↔ the plain values the services take and return."""
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from eventrelay.v1 import eventrelay_pb2 as pb
-from events.canonical import StoredEvent
 from events.validation import parse_json_text
+from events.wire import timestamp_of
 from topics.models import Topic
 
 
@@ -30,41 +28,6 @@ def new_events_from_messages(messages: Any) -> list[dict[str, Any]]:
             event["context"] = parse_json_text(message.context, f"events[{index}].context")
         events.append(event)
     return events
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def timestamp_of(moment: datetime) -> Timestamp:
-    # Timestamp.FromDatetime costs three times as much; this is its arithmetic for aware datetimes.
-    since_epoch = moment - _EPOCH
-    return Timestamp(seconds=since_epoch.days * 86400 + since_epoch.seconds, nanos=since_epoch.microseconds * 1000)
-
-
-def event_message(event: StoredEvent, occurred: Timestamp | None = None) -> pb.Event:
-    return pb.Event(
-        event_id=str(event.event_id),
-        name=event.name,
-        topic=event.topic,
-        source=event.source,
-        user_id=event.user_id or "",
-        event_occurred_at=occurred or timestamp_of(event.event_occurred_at),
-        context=event.context_json,
-        data=event.data_json,
-        offset=event.offset,
-    )
-
-
-def event_messages(events: list[StoredEvent]) -> list[pb.Event]:
-    """``event_message`` for a batch; events of one publish mostly share their occurrence time."""
-    timestamps: dict[datetime, Timestamp] = {}
-    messages = []
-    for event in events:
-        occurred = timestamps.get(event.event_occurred_at)
-        if occurred is None:
-            occurred = timestamps[event.event_occurred_at] = timestamp_of(event.event_occurred_at)
-        messages.append(event_message(event, occurred))
-    return messages
 
 
 def topic_message(topic: Topic) -> pb.Topic:

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import signal
+from typing import Any
 
 import grpc
 from django.conf import settings
@@ -22,6 +23,36 @@ SERVICE_NAMES = (
 )
 
 
+def _serialize(response: Any) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def events_handler(servicer: EventsServicer) -> grpc.GenericRpcHandler:
+    """The generated ``add_EventsServicer_to_server``, except that PublishEvents and PullEvents
+    answer with bytes they have already serialized (their events' stored wire forms, events.wire)
+    rather than messages for grpc to serialize."""
+    return grpc.method_handlers_generic_handler(
+        "eventrelay.v1.Events",
+        {
+            "PublishEvents": grpc.unary_unary_rpc_method_handler(
+                servicer.PublishEvents,
+                request_deserializer=pb.PublishEventsRequest.FromString,
+                response_serializer=_serialize,
+            ),
+            "PullEvents": grpc.unary_unary_rpc_method_handler(
+                servicer.PullEvents,
+                request_deserializer=pb.PullEventsRequest.FromString,
+                response_serializer=_serialize,
+            ),
+            "StreamEvents": grpc.unary_stream_rpc_method_handler(
+                servicer.StreamEvents,
+                request_deserializer=pb.StreamEventsRequest.FromString,
+                response_serializer=pb.Event.SerializeToString,
+            ),
+        },
+    )
+
+
 def build_server() -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     # Room for a maximal publish request (ER_MAX_REQUEST_BYTES of payload) plus its framing.
     max_message = settings.ER_MAX_REQUEST_BYTES + 4 * 1024 * 1024
@@ -32,7 +63,7 @@ def build_server() -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
         ]
     )
     pb_grpc.add_TopicsServicer_to_server(TopicsServicer(), server)
-    pb_grpc.add_EventsServicer_to_server(EventsServicer(), server)
+    server.add_generic_rpc_handlers((events_handler(EventsServicer()),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

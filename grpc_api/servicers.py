@@ -11,8 +11,9 @@ from eventrelay.errors import InvalidInput
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import group_commit, live
-from events.services import pull
-from grpc_api.convert import event_message, event_messages, new_events_from_messages, topic_message
+from events.services import pull_wire
+from events.wire import event_message, events_response
+from grpc_api.convert import new_events_from_messages, topic_message
 from grpc_api.handlers import principal_of, rpc
 from topics.refs import TopicRef
 from topics.services import create_topic_as, delete_topic_as, list_topics_as
@@ -39,18 +40,18 @@ class TopicsServicer(pb_grpc.TopicsServicer):
 
 class EventsServicer(pb_grpc.EventsServicer):
     @rpc
-    async def PublishEvents(self, request: pb.PublishEventsRequest, context: Context) -> pb.PublishEventsResponse:
+    async def PublishEvents(self, request: pb.PublishEventsRequest, context: Context) -> bytes:
         principal = await principal_of(context)
         ref = TopicRef.parse(request.topic)
         events = new_events_from_messages(request.events)
         await ratelimit.acheck("publish", principal.rate_limit_key, cost=len(events))
         stored = await group_commit.publish(principal, ref, events, "grpc")
-        return pb.PublishEventsResponse(events=event_messages(stored))
+        return events_response(stored)  # serialized: see grpc_api.server.events_handler
 
     @rpc
-    async def PullEvents(self, request: pb.PullEventsRequest, context: Context) -> pb.PullEventsResponse:
-        result = await run_sync(pull, await principal_of(context), request.topic, request.offset, request.batch_size)
-        return pb.PullEventsResponse(events=event_messages(result.events), next_offset=result.next_offset)
+    async def PullEvents(self, request: pb.PullEventsRequest, context: Context) -> bytes:
+        # Already serialized (events.wire): see grpc_api.server.events_handler.
+        return await run_sync(pull_wire, await principal_of(context), request.topic, request.offset, request.batch_size)
 
     @rpc
     async def StreamEvents(self, request: pb.StreamEventsRequest, context: Context) -> Any:

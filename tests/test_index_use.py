@@ -3,7 +3,7 @@
 import pytest
 from django.db import connection
 
-from events.services import read_events_query
+from events.services import read_events_query, read_wire_query
 
 ROWS = 120_000
 
@@ -46,6 +46,16 @@ def test_pull_by_topic_id_and_offset_uses_the_topic_id_index(big_topic):
     plan = explain(sql, params)
 
     assert "big_ev_tid_off" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+@pytest.mark.parametrize("topic_id, index", [(None, "big_events_pkey"), ("42", "big_ev_tid_off")])
+def test_the_grpc_pull_joins_the_same_index_scan(big_topic, topic_id, index):
+    sql, params = read_wire_query("big", topic_id, after=1_000, limit=1000)
+
+    plan = explain(sql, params)
+
+    assert index in plan, plan
     assert "Seq Scan" not in plan, plan
 
 

@@ -1,10 +1,11 @@
 """The pull service: offsets, batch clamping, next_offset and topic-id scoping."""
 
 import pytest
+from django.db import connection
 from django.test import override_settings
 
 from eventrelay.errors import Forbidden, InvalidInput, NotFound
-from events.services import publish, pull
+from events.services import publish, pull, pull_wire
 
 
 @pytest.fixture
@@ -83,3 +84,82 @@ def test_negative_offsets_and_batch_sizes_are_invalid(users, admin, offset, batc
 def test_pulling_an_unknown_topic_is_not_found(db, admin):
     with pytest.raises(NotFound):
         pull(admin, "ghosts", 1)
+
+
+# --- the gRPC pull: PostgreSQL joins the events' stored wire forms ---------------------------------
+
+
+def decoded(wire_response: bytes):
+    from eventrelay.v1 import eventrelay_pb2 as pb
+
+    return pb.PullEventsResponse.FromString(wire_response)
+
+
+def as_messages(events):
+    from events.wire import event_message
+
+    return [event_message(event) for event in events]
+
+
+@pytest.mark.parametrize("ref, offset, size", [("users", 5, 10), ("users", 0, 3), ("users:123", 4, 5)])
+def test_the_wire_pull_is_the_pull_encoded(users, admin, ref, offset, size):
+    expected = pull(admin, ref, offset, size)
+
+    response = decoded(pull_wire(admin, ref, offset, size))
+
+    assert list(response.events) == as_messages(expected.events)
+    assert response.next_offset == expected.next_offset
+
+
+def test_the_wire_pull_past_the_end_keeps_the_offset(users, admin):
+    response = decoded(pull_wire(admin, "users", 31, 10))
+
+    assert list(response.events) == []
+    assert response.next_offset == 31
+
+
+def test_rows_stored_without_a_wire_form_are_encoded_when_read(users, admin):
+    # Rows stored before the wire column existed have NULL there.
+    with connection.cursor() as cursor:
+        cursor.execute('UPDATE users_events SET wire = NULL WHERE "offset" IN (6, 9)')
+
+    response = decoded(pull_wire(admin, "users", 5, 10))
+
+    assert list(response.events) == as_messages(pull(admin, "users", 5, 10).events)
+    assert [event.offset for event in response.events] == list(range(5, 15))
+
+
+def test_the_wire_pull_of_a_missing_topic_is_not_found_and_leaves_the_transaction_usable(db, admin):
+    with pytest.raises(NotFound):
+        pull_wire(admin, "nosuchtopic", 1, 10)
+
+    # The test runs inside a transaction: the failed read must not have aborted it.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+
+
+def test_the_wire_pull_is_authorized_like_pull(users, principal_for):
+    with pytest.raises(Forbidden):
+        pull_wire(principal_for("users:123"), "users:456", 1, 10)
+    with pytest.raises(Forbidden):
+        pull_wire(principal_for("users:123"), "users", 1, 10)
+
+
+def test_the_migration_adds_the_wire_column_to_existing_topic_tables(users):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("topics.migrations.0002_event_wire_column")
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE users_events DROP COLUMN wire")
+
+    with connection.schema_editor() as editor:
+        migration.add_wire_column(apps, editor)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = 'users_events' AND column_name = 'wire'"
+        )
+        assert cursor.fetchone() == ("bytea",)
