@@ -41,6 +41,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_SLOW = 4008  # never reads what it asked for: the connection is dropped
 CLOSE_SERVICE_RESTART = 4012  # like 1012: reconnect and resubscribe by offset
 REPLY_BACKLOG_FACTOR = 4
+# Frames a subscription sends in a row before it lets the event loop run other tasks.
+FRAMES_PER_YIELD = 32
 
 
 def error_frame(error: EventRelayError, **extra: Any) -> dict[str, Any]:
@@ -177,6 +179,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         key = str(ref)
         topic_json = json.dumps(key)
         last_sent: int | None = None
+        unyielded = 0
         try:
             async with live.subscribe(ref, from_offset) as events:
                 async for event in events:
@@ -190,9 +193,13 @@ class EventsConsumer(AsyncWebsocketConsumer):
                         text_data=f'{{"type": "event", "topic": {topic_json}, "event": {canonical_json(event)}}}'
                     )
                     last_sent = event.offset
-                    # ASGI sends never block: yield so the server can flush this frame to the socket
-                    # before the next one (otherwise a burst would all count as backlog).
-                    await asyncio.sleep(0)
+                    # ASGI sends never block, and a replay from far back never waits for its next
+                    # event: yield now and then so other connections get their turn. (Each frame is
+                    # already on its way: eventrelay.webserver writes it to the socket at once.)
+                    unyielded += 1
+                    if unyielded >= FRAMES_PER_YIELD:
+                        unyielded = 0
+                        await asyncio.sleep(0)
         except Unavailable:
             await self.close(code=CLOSE_SERVICE_RESTART)
         except EventRelayError as error:

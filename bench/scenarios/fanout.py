@@ -17,6 +17,7 @@ deliveries/s per CPU at p99 200 ms, a constant quoted beside our numbers, not re
 """
 
 import asyncio
+import gc
 import json
 import time
 import uuid
@@ -56,6 +57,8 @@ def _summarize(
     """``received``: per subscriber, (receive ns, offset, publish ns) in arrival order."""
     expected_set = set(expected)
     latencies: list[float] = []
+    # Per event, its slowest delivery: tells a few slow events (a stall) from a steady tail.
+    worst_by_offset: dict[int, float] = {}
     lost = reordered = duplicates = complete = 0
     for frames in received:
         seen: set[int] = set()
@@ -69,7 +72,9 @@ def _summarize(
                 reordered += 1
             highest = max(highest, offset)
             if offset in expected_set:
-                latencies.append((received_ns - published_ns) / 1e6)
+                latency = (received_ns - published_ns) / 1e6
+                latencies.append(latency)
+                worst_by_offset[offset] = max(latency, worst_by_offset.get(offset, 0.0))
         missing = len(expected_set - seen)
         lost += missing
         complete += missing == 0
@@ -81,6 +86,7 @@ def _summarize(
         "reordered": reordered,
         "duplicates": duplicates,
         "latencies_ms": latencies,
+        "worst_by_offset": worst_by_offset,
         **extra,
     }
 
@@ -150,6 +156,10 @@ def ws_subscribers(pipe: Any, ws_url: str, token: str, topic: str, count: int) -
         connect_seconds = time.monotonic() - started
         finishing = False
         readers = [asyncio.create_task(read(index)) for index in range(count)]
+        # A measuring process must not pause itself: a full garbage collection over every open
+        # connection's objects stalls all reads for tens of milliseconds and shows up as latency.
+        # The run is bounded, so collecting nothing until it ends costs only memory.
+        gc.disable()
         await asyncio.to_thread(ready_then_wait, pipe, {"connected": count, "connect_seconds": connect_seconds})
         drained = await _drain(pipe, last_offset_of, count)
         finishing = True
@@ -230,6 +240,7 @@ def grpc_subscribers(
         # No "subscribed" message exists in gRPC: give the server a moment to attach every stream
         # (from_offset=1 makes the timing irrelevant for correctness anyway).
         await asyncio.sleep(1.0)
+        gc.disable()  # as for the WebSocket subscribers
         await asyncio.to_thread(ready_then_wait, pipe, {"connected": count})
         drained = await _drain(pipe, last_offset_of, count)
         finishing = True
@@ -327,6 +338,10 @@ def run_fanout(bench: "Bench", transport: str, subscribers: int, rate: float, du
             child.join()
     bench.stack.check_alive()
     latencies = [latency for result in results for latency in result["latencies_ms"]]
+    worst_by_offset: dict[int, float] = {}
+    for result in results:
+        for offset, latency in result["worst_by_offset"].items():
+            worst_by_offset[int(offset)] = max(latency, worst_by_offset.get(int(offset), 0.0))
     errors: Counter[str] = Counter()
     for result in results:
         errors.update(result["errors"])
@@ -341,6 +356,10 @@ def run_fanout(bench: "Bench", transport: str, subscribers: int, rate: float, du
         "delivered": sum(result["deliveries"] for result in results),
         "expected_deliveries": published["published"] * subscribers,
         "latency_ms": percentiles(latencies),
+        # Each event's slowest delivery, over the events: its p50 against the p99 above shows whether
+        # the tail is every event's last subscribers or a few slow events (and which).
+        "event_worst_ms": percentiles(list(worst_by_offset.values())),
+        "slowest_events_ms": dict(sorted(worst_by_offset.items(), key=lambda item: -item[1])[:5]),
         "lost": sum(result["lost"] for result in results),
         "reordered": sum(result["reordered"] for result in results),
         "duplicates": sum(result["duplicates"] for result in results),
