@@ -143,7 +143,7 @@ ER_LIVE_INLINE_BYTES = env_int("ER_LIVE_INLINE_BYTES", 64 * 1024)
 # How often each process re-checks the last offset of topics it has live subscribers for: a lost
 # notification delays an event by at most this long.
 ER_LIVE_TICK_MS = env_int("ER_LIVE_TICK_MS", 1000)
-# The web and gRPC processes run a full garbage collection at most once per this many middle-generation
+# The web process runs a full garbage collection at most once per this many middle-generation
 # collections (Python's default: 10); see eventrelay/gc_tuning.py.
 ER_GC_FULL_EVERY = env_int("ER_GC_FULL_EVERY", 100)
 # Events buffered per live subscription before it is ended with slow_consumer.

@@ -247,7 +247,7 @@ class Server(daphne.server.Server):
 
     def run(self) -> None:
         # The application is imported by now: see eventrelay.gc_tuning.
-        tune_gc_for_serving()
+        tune_gc_for_serving(rarer_full_collections=True)
         super().run()
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:

@@ -82,7 +82,7 @@ async def serve(host: str, port: int) -> None:
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
-    tune_gc_for_serving()
+    tune_gc_for_serving(rarer_full_collections=False)
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -69,6 +69,27 @@ def grpc_publish(
     return asyncio.run(main())
 
 
+def grpc_empty_calls(pipe: Any, address: str, concurrency: int, warmup: float, duration: float) -> dict[str, Any]:
+    """The gRPC framework's own ceiling: the standard health Check (no database, no auth, an empty
+    reply), served by the same grpcserver process, from the same number of concurrent callers."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async def main() -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            async def op(worker: int) -> int:
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=60)
+                return 1
+
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            ready_then_wait(pipe)
+            return await timed_loop(op, concurrency, warmup, duration)
+
+    return asyncio.run(main())
+
+
 def psycopg_copy(
     pipe: Any, database_url: str, table: str, batch: int, concurrency: int, warmup: float, duration: float
 ) -> dict[str, Any]:
@@ -214,6 +235,14 @@ def publish_single(bench: "Bench") -> ScenarioResult:
         points.append({"x": callers, "product": product["events_per_s"], "baseline": baseline["events_per_s"]})
         result.details[f"callers_{callers}"] = {"product": product, "baseline": baseline}
         if callers == mode.single_callers_main:
+            ceiling = measure(
+                Child(
+                    *(grpc_empty_calls, bench.stack.grpc_address, callers, mode.warmup, mode.duration),
+                    label=f"gRPC health Check (empty call), {callers} callers",
+                ),
+                timeout,
+            )
+            result.details["empty_grpc_calls"] = ceiling
             result.figures.append(
                 Figure(
                     "publish_single",
@@ -225,7 +254,11 @@ def publish_single(bench: "Bench") -> ScenarioResult:
                     "higher",
                     ">= 1.0 x baseline",
                     product["events_per_s"] >= baseline["events_per_s"],
-                    notes=f"publish call p50 {product['call_ms']['p50']:.1f} ms, p99 {product['call_ms']['p99']:.1f} ms",
+                    notes=(
+                        f"publish call p50 {product['call_ms']['p50']:.1f} ms, p99 {product['call_ms']['p99']:.1f} ms; "
+                        f"an empty gRPC call (health Check) from as many callers: {ceiling['events_per_s']:,.0f}/s, "
+                        f"{ceiling['events_per_s'] / baseline['events_per_s']:.2f}x the baseline"
+                    ),
                 )
             )
     if len(points) > 1:
