@@ -11,18 +11,15 @@ requests reaching the same process.
 """
 
 import asyncio
-import logging
 from typing import Any
 
 from eventrelay.auth import Principal, require_write
 from eventrelay.db import run_sync
 from eventrelay.errors import EventRelayError
 from events.canonical import StoredEvent
-from events.services import Batch, announce, store_batches_unannounced
+from events.services import Batch, store_batches
 from events.validation import validate_batch
 from topics.refs import TopicRef
-
-logger = logging.getLogger(__name__)
 
 # Most events one transaction takes from the queue (the rest wait for the next one).
 MAX_GROUP_EVENTS = 5000
@@ -33,9 +30,6 @@ class TopicCommitter:
         self.topic_name = topic_name
         self.queue: list[tuple[Batch, asyncio.Future[list[StoredEvent]]]] = []
         self.draining = False
-        # The announcement of the last committed group: each one waits for the one before, so
-        # live feeds and webhook wake-ups hear of the groups in commit order.
-        self.announcing: asyncio.Task[None] | None = None
 
     async def submit(self, batch: Batch) -> list[StoredEvent]:
         future: asyncio.Future[list[StoredEvent]] = asyncio.get_running_loop().create_future()
@@ -50,9 +44,7 @@ class TopicCommitter:
             while self.queue:
                 group = self._take_group()
                 try:
-                    results, inserted = await run_sync(
-                        store_batches_unannounced, self.topic_name, [batch for batch, _ in group]
-                    )
+                    results = await run_sync(store_batches, self.topic_name, [batch for batch, _ in group])
                 except BaseException as error:  # the whole group failed (topic gone, database down)
                     for _, future in group:
                         if not future.done():
@@ -67,23 +59,8 @@ class TopicCommitter:
                         future.set_exception(result)
                     else:
                         future.set_result(result)
-                if inserted:
-                    # After the callers have their answers: announcing is not part of publishing.
-                    self.announcing = asyncio.get_running_loop().create_task(
-                        self._announce(inserted, after=self.announcing)
-                    )
         finally:
             self.draining = False
-
-    async def _announce(self, events: list[StoredEvent], after: "asyncio.Task[None] | None") -> None:
-        if after is not None:
-            await asyncio.wait([after])
-        try:
-            await run_sync(announce, self.topic_name, events)
-        except Exception:  # the receivers log their own failures; this is the thread hop failing
-            logger.exception(
-                "could not announce offsets %s-%s of '%s'", events[0].offset, events[-1].offset, self.topic_name
-            )
 
     def _take_group(self) -> list[tuple[Batch, asyncio.Future[list[StoredEvent]]]]:
         group, size = [], 0

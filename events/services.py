@@ -79,16 +79,14 @@ def store_batches(topic_name: str, batches: list[Batch]) -> list[BatchResult]:
     Raises ``NotFound`` (for every batch) when the topic does not exist. The new events are
     announced (``events_committed``) once the transaction, or the caller's outer one, commits.
     """
-    results, inserted = store_batches_unannounced(topic_name, batches)
+    results, inserted = _store_with_one_retry(topic_name, batches)
     if inserted:
         transaction.on_commit(lambda: announce(topic_name, inserted))
     return results
 
 
-def store_batches_unannounced(topic_name: str, batches: list[Batch]) -> tuple[list[BatchResult], list[StoredEvent]]:
-    """:func:`store_batches` without the announcement: returns the results and the events it
-    inserted, committed, for the caller to :func:`announce` (the async group committer answers
-    its callers first). Only for callers that are not inside a transaction of their own.
+def _store_with_one_retry(topic_name: str, batches: list[Batch]) -> tuple[list[BatchResult], list[StoredEvent]]:
+    """Returns each batch's result and the events inserted.
 
     Almost every publish carries only new eventIds, so the first attempt writes without looking
     them up: the unique index on ``event_id`` checks them during the COPY anyway. Only when it
