@@ -147,9 +147,17 @@ def backoff_seconds(destination: Destination, attempts: int, retry_after_s: floa
 def claim(stream_id: int, owner: str, lease_seconds: float) -> bool:
     """Take the stream's lease if it is free (or expired) and the stream is due."""
     now = timezone.now()
+    # Every condition is on the stream row itself, so PostgreSQL re-checks it on the row version a
+    # concurrent claim has just committed, and two workers can never both get the lease. (``due()``
+    # joins the destination, and Django turns an UPDATE through a join into ``id IN (subquery)``,
+    # whose lease condition is not re-checked: two claims could both succeed and both send.)
     claimed = (
-        DeliveryStream.objects.filter(pk=stream_id)
-        .due(now)
+        DeliveryStream.objects.unleased(now)
+        .filter(
+            pk=stream_id,
+            next_attempt_at__lte=now,
+            destination_id__in=Destination.objects.filter(active=True).values("pk"),
+        )
         .update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds), enqueued_at=None)
     )
     return claimed == 1
