@@ -210,25 +210,27 @@ def _insert(cursor: psycopg.Cursor, table: str, events: list[StoredEvent]) -> No
 def pull(principal: Principal, topic_ref: TopicRef | str, offset: int, batch_size: int | None = None) -> PullResult:
     """Events with offset >= ``offset``, ascending, at most ``batch_size`` (clamped), that the
     principal may see. ``next_offset`` is the last returned offset + 1, or ``offset`` when none."""
+    ref, after, limit = _pull_page(principal, topic_ref, offset, batch_size)
+    events = read_events(ref, after=after, limit=limit)
+    next_offset = events[-1].offset + 1 if events else offset
+    return PullResult(events=events, next_offset=next_offset)
+
+
+def _pull_page(
+    principal: Principal, topic_ref: TopicRef | str, offset: int, batch_size: int | None
+) -> tuple[TopicRef, int, int]:
+    """A pull's checks, then its page: the reference, the offset it reads after, and its size."""
     ref = _parse_ref(topic_ref)
     require_read(principal, ref)
     if not isinstance(offset, int) or offset < 0:
         raise InvalidInput("offset must be a whole number >= 0", field="offset")
-    limit = clamp_batch_size(batch_size)
-    events = read_events(ref, after=max(offset, 1) - 1, limit=limit)
-    next_offset = events[-1].offset + 1 if events else offset
-    return PullResult(events=events, next_offset=next_offset)
+    return ref, max(offset, 1) - 1, clamp_batch_size(batch_size)
 
 
 def pull_wire(principal: Principal, topic_ref: TopicRef | str, offset: int, batch_size: int | None = None) -> bytes:
     """:func:`pull` for gRPC: the serialized ``PullEventsResponse``, joined by PostgreSQL from the
     events' stored wire forms (``events.wire``) with no per-event work in Python."""
-    ref = _parse_ref(topic_ref)
-    require_read(principal, ref)
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidInput("offset must be a whole number >= 0", field="offset")
-    limit = clamp_batch_size(batch_size)
-    after = max(offset, 1) - 1
+    ref, after, limit = _pull_page(principal, topic_ref, offset, batch_size)
     sql, params = read_wire_query(ref.name, ref.id, after=after, limit=limit)
     try:
         # In a caller's transaction (tests), a savepoint keeps a missing table from aborting it.

@@ -20,7 +20,7 @@ from datetime import timedelta
 import requests
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from eventrelay.errors import NotFound
@@ -226,7 +226,7 @@ def _work(stream: DeliveryStream, destination: Destination, owner: str, lease: f
             return "drained"
         for event in events:
             if names and event.name not in names:
-                if not _advance(stream, owner, event.offset, delivered=False):
+                if not _advance(stream, owner, event.offset):
                     return "lease lost"
                 continue
             result = _attempt(stream, destination, owner, lease, event)
@@ -264,7 +264,7 @@ def _attempt(stream: DeliveryStream, destination: Destination, owner: str, lease
                 offset=event.offset,
                 defaults={"event_id": event.event_id, "attempts": attempts, "last_error": outcome.error},
             )
-            moved = _advance(stream, owner, event.offset, delivered=False, last_error=outcome.error)
+            moved = _advance(stream, owner, event.offset, last_error=outcome.error)
         return "delivered" if moved else "lease lost"
     delay = backoff_seconds(destination, attempts, outcome.retry_after_s)
     release(
@@ -326,11 +326,10 @@ def _keep_lease(stream: DeliveryStream, owner: str, lease: float) -> bool:
     return True
 
 
-def _advance(stream: DeliveryStream, owner: str, offset: int, *, delivered: bool, last_error: str = "") -> bool:
-    changes: dict[str, object] = {"last_offset": offset, "attempts": 0, "last_error": last_error}
-    if delivered:
-        changes["delivered_count"] = F("delivered_count") + 1
-    if not _mine(stream.pk, owner).update(**changes):
+def _advance(stream: DeliveryStream, owner: str, offset: int, *, last_error: str = "") -> bool:
+    """Move the cursor past an event that was not delivered (filtered out, or set aside as
+    undeliverable); a delivered one moves it in :func:`_record_delivery`."""
+    if not _mine(stream.pk, owner).update(last_offset=offset, attempts=0, last_error=last_error):
         return False
     stream.last_offset = offset
     stream.attempts = 0

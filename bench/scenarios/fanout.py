@@ -393,29 +393,20 @@ def _latency_figures(scenario: str, label: str, run: dict[str, Any], check_order
             baseline_measured=False,
             notes=note,
         ),
-        Figure(
-            scenario,
-            f"{label}: latency p50",
-            "ms",
-            latency["p50"],
-            "",
-            None,
-            "lower",
-            "",
-            None,
-            baseline_measured=False,
-        ),
-        Figure(
-            scenario,
-            f"{label}: latency p95",
-            "ms",
-            latency["p95"],
-            "",
-            None,
-            "lower",
-            "",
-            None,
-            baseline_measured=False,
+        *(
+            Figure(
+                scenario,
+                f"{label}: latency {p}",
+                "ms",
+                latency[p],
+                "",
+                None,
+                "lower",
+                "",
+                None,
+                baseline_measured=False,
+            )
+            for p in ("p50", "p95")
         ),
         Figure(
             scenario,

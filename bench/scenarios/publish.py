@@ -158,6 +158,17 @@ def measure(child: Child, timeout: float) -> dict[str, Any]:
     return run_in_step([child], ready_timeout=60, result_timeout=timeout)[0]
 
 
+def measure_beside_baseline(
+    bench: "Bench", topic: str, product: Child, baseline: Child
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the product's load generator, then its baseline's, and check the product stored its events."""
+    timeout = bench.mode.warmup + bench.mode.duration + 120
+    product_result = measure(product, timeout)
+    baseline_result = measure(baseline, timeout)
+    bench.check_stored(topic, product_result["events"], at_least=True)
+    return product_result, baseline_result
+
+
 def publish_batch(bench: "Bench") -> ScenarioResult:
     mode = bench.mode
     result = ScenarioResult("publish_batch", "gRPC PublishEvents in batches vs psycopg COPY")
@@ -165,22 +176,18 @@ def publish_batch(bench: "Bench") -> ScenarioResult:
     for batch in mode.publish_batches:
         topic = bench.new_topic(f"pub_b{batch}")
         table = bench.baseline_table(f"copy_b{batch}", topic)
-        timeout = mode.warmup + mode.duration + 120
-        product = measure(
+        product, baseline = measure_beside_baseline(
+            bench,
+            topic,
             Child(
                 *(grpc_publish, bench.stack.grpc_address, bench.token, topic, batch, 1, mode.warmup, mode.duration),
                 label=f"gRPC PublishEvents, batch {batch}",
             ),
-            timeout,
-        )
-        baseline = measure(
             Child(
                 *(psycopg_copy, bench.stack.database_url, table, batch, 1, mode.warmup, mode.duration),
                 label=f"psycopg COPY, batch {batch}",
             ),
-            timeout,
         )
-        bench.check_stored(topic, product["events"], at_least=True)
         points.append({"x": batch, "product": product["events_per_s"], "baseline": baseline["events_per_s"]})
         result.details[f"batch_{batch}"] = {"product": product, "baseline": baseline}
         if batch == mode.publish_batch_main:
@@ -216,22 +223,18 @@ def publish_single(bench: "Bench") -> ScenarioResult:
     for callers in mode.single_callers:
         topic = bench.new_topic(f"pub_c{callers}")
         table = bench.baseline_table(f"insert_c{callers}", topic)
-        timeout = mode.warmup + mode.duration + 120
-        product = measure(
+        product, baseline = measure_beside_baseline(
+            bench,
+            topic,
             Child(
                 *(grpc_publish, bench.stack.grpc_address, bench.token, topic, 1, callers, mode.warmup, mode.duration),
                 label=f"gRPC PublishEvents, 1 event/call, {callers} callers",
             ),
-            timeout,
-        )
-        baseline = measure(
             Child(
                 *(psycopg_insert, bench.stack.database_url, table, callers, mode.warmup, mode.duration),
                 label=f"psycopg INSERT+COMMIT, {callers} connections",
             ),
-            timeout,
         )
-        bench.check_stored(topic, product["events"], at_least=True)
         points.append({"x": callers, "product": product["events_per_s"], "baseline": baseline["events_per_s"]})
         result.details[f"callers_{callers}"] = {"product": product, "baseline": baseline}
         if callers == mode.single_callers_main:
@@ -240,7 +243,7 @@ def publish_single(bench: "Bench") -> ScenarioResult:
                     *(grpc_empty_calls, bench.stack.grpc_address, callers, mode.warmup, mode.duration),
                     label=f"gRPC health Check (empty call), {callers} callers",
                 ),
-                timeout,
+                mode.warmup + mode.duration + 120,
             )
             result.details["empty_grpc_calls"] = ceiling
             result.figures.append(
