@@ -9,7 +9,8 @@ become visible at commit time, in any order.)
 """
 
 import uuid
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from events.canonical import StoredEvent
 from events.signals import events_committed
 from events.tables import SOURCES
 from events.validation import NewEvent, validate_batch
-from events.wire import TimestampCache, encode_wire, events_response, pull_response
+from events.wire import OccurredAtFields, events_response, pull_response, topic_and_source_fields, wire_from_fields
 from topics.models import Topic, events_table_name
 from topics.refs import TopicRef
 
@@ -128,47 +129,62 @@ def _store_batches(
         if look_up_ids:
             all_ids = [event.event_id for _, events, _ in batches for event in events]
             known = _existing_events(raw_cursor, table, topic_name, all_ids)
-        timestamp_of = TimestampCache()
-        for ref, events, source in batches:
-            topic_id = ref.id or ""
-            conflict = next((e for e in events if e.event_id in known and known[e.event_id].topic_id != topic_id), None)
-            if conflict is not None:
-                # Returning it would show an event of another topic id to a caller who may not see it.
-                results.append(
-                    AlreadyExists(
-                        f"eventId {conflict.event_id} is already stored in topic '{topic_name}' under another topic id",
-                        field="eventId",
+        occurred_at_fields = OccurredAtFields()
+        with _copy_rows(raw_cursor, table) as copy:
+            for ref, events, source in batches:
+                topic_id = ref.id or ""
+                conflict = next(
+                    (e for e in events if e.event_id in known and known[e.event_id].topic_id != topic_id), None
+                )
+                if conflict is not None:
+                    # Returning it would show an event of another topic id to a caller who may not see it.
+                    results.append(
+                        AlreadyExists(
+                            f"eventId {conflict.event_id} is already stored in topic '{topic_name}' under another topic id",
+                            field="eventId",
+                        )
                     )
-                )
-                continue
-            stored = []
-            for event in events:
-                if look_up_ids and event.event_id in known:
-                    stored.append(known[event.event_id])
                     continue
-                offset += 1
-                fields = (
-                    offset,
-                    event.event_id,
-                    event.name,
-                    topic_name,
-                    topic_id,
-                    source,
-                    event.user_id,
-                    event.event_occurred_at,
-                    event.context_json,
-                    event.data_json,
+                topic_and_source = topic_and_source_fields(
+                    f"{topic_name}:{topic_id}" if topic_id else topic_name, source
                 )
-                wire = encode_wire(StoredEvent(*fields), timestamp_of(event.event_occurred_at))
-                stored_event = StoredEvent(*fields, wire=wire)
-                stored.append(stored_event)
-                inserted.append(stored_event)
-                if look_up_ids:
-                    known[event.event_id] = stored_event
-            results.append(stored)
+                stored = []
+                for event in events:
+                    if look_up_ids and event.event_id in known:
+                        stored.append(known[event.event_id])
+                        continue
+                    offset += 1
+                    wire = wire_from_fields(
+                        offset,
+                        event.event_id,
+                        event.name,
+                        topic_and_source,
+                        event.user_id,
+                        occurred_at_fields(event.event_occurred_at),
+                        event.context_json,
+                        event.data_json,
+                    )
+                    stored_event = StoredEvent(
+                        offset,
+                        event.event_id,
+                        event.name,
+                        topic_name,
+                        topic_id,
+                        source,
+                        event.user_id,
+                        event.event_occurred_at,
+                        event.context_json,
+                        event.data_json,
+                        wire=wire,
+                    )
+                    _write_row(copy, stored_event)
+                    stored.append(stored_event)
+                    inserted.append(stored_event)
+                    if look_up_ids:
+                        known[event.event_id] = stored_event
+                results.append(stored)
 
         if inserted:
-            _insert(raw_cursor, table, inserted)
             cursor.execute(f"UPDATE {topic_table} SET last_offset = %s WHERE name = %s", [offset, topic_name])
     return results, inserted
 
@@ -180,31 +196,37 @@ def _existing_events(
     return {event.event_id: event for event in (_row_to_event(topic_name, row) for row in cursor.fetchall())}
 
 
+_INSERT_COLUMNS = '"offset", event_id, name, topic_id, source, user_id, event_occurred_at, context, data, wire'
 _INSERT_TYPES = ["int8", "uuid", "varchar", "varchar", "varchar", "varchar", "timestamptz", "text", "text", "bytea"]
 
 
-def _insert(cursor: psycopg.Cursor, table: str, events: list[StoredEvent]) -> None:
-    # Binary COPY: the fastest way into PostgreSQL, and safe here because the topic row lock is held
-    # and the eventIds were checked above, so no row can conflict. (The binary form of ``json`` is
-    # its text, hence "text" for context and data; PostgreSQL still checks it is JSON.)
-    columns = '"offset", event_id, name, topic_id, source, user_id, event_occurred_at, context, data, wire'
-    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+@contextmanager
+def _copy_rows(cursor: psycopg.Cursor, table: str) -> Iterator[psycopg.Copy]:
+    """A binary COPY into ``table``: the fastest way into PostgreSQL. Rows written to it go to the
+    server as the buffer fills, so PostgreSQL parses and indexes the first rows of a batch while the
+    later ones are still being encoded. (The binary form of ``json`` is its text, hence "text" for
+    context and data; PostgreSQL still checks it is JSON.) A conflicting eventId fails the COPY on
+    the unique index, like an INSERT would."""
+    with cursor.copy(f"COPY {table} ({_INSERT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_INSERT_TYPES)
-        for event in events:
-            copy.write_row(
-                (
-                    event.offset,
-                    event.event_id,
-                    event.name,
-                    event.topic_id,
-                    event.source,
-                    event.user_id,
-                    event.event_occurred_at,
-                    event.context_json,
-                    event.data_json,
-                    event.wire,
-                )
-            )
+        yield copy
+
+
+def _write_row(copy: psycopg.Copy, event: StoredEvent) -> None:
+    copy.write_row(
+        (
+            event.offset,
+            event.event_id,
+            event.name,
+            event.topic_id,
+            event.source,
+            event.user_id,
+            event.event_occurred_at,
+            event.context_json,
+            event.data_json,
+            event.wire,
+        )
+    )
 
 
 def pull(principal: Principal, topic_ref: TopicRef | str, offset: int, batch_size: int | None = None) -> PullResult:
