@@ -18,7 +18,7 @@ from eventrelay.db import run_sync
 from eventrelay.errors import EventRelayError
 from events.canonical import StoredEvent
 from events.services import Batch, store_batches
-from events.validation import validate_batch
+from events.validation import EventsToValidate
 from topics.refs import TopicRef
 
 # Most events one transaction takes from the queue (the rest wait for the next one).
@@ -75,10 +75,13 @@ _committers: dict[tuple[int, str], TopicCommitter] = {}
 
 
 async def publish(principal: Principal, topic_ref: TopicRef | str, raw_events: Any, source: str) -> list[StoredEvent]:
-    """The async ``events.services.publish``: same validation and authorization, group-committed."""
+    """The async ``events.services.publish``: same validation and authorization, group-committed.
+
+    The events are validated in the transaction's thread as they are written (``EventsToValidate``);
+    an invalid one refuses this caller's batch alone, the rest of the group is stored."""
     ref = topic_ref if isinstance(topic_ref, TopicRef) else TopicRef.parse(topic_ref)
     require_write(principal, ref)
-    new_events = validate_batch(raw_events)
+    new_events = EventsToValidate(raw_events)
     key = (id(asyncio.get_running_loop()), ref.name)
     committer = _committers.get(key)
     if committer is None:

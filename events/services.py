@@ -20,11 +20,11 @@ from django.db import connection, transaction
 from django.db.utils import ProgrammingError
 
 from eventrelay.auth import Principal, require_read, require_write
-from eventrelay.errors import AlreadyExists, EventRelayError, InvalidInput, NotFound
+from eventrelay.errors import AlreadyExists, EventRelayError, InvalidInput, NotFound, TooLarge
 from events.canonical import StoredEvent
 from events.signals import events_committed
 from events.tables import SOURCES
-from events.validation import NewEvent, validate_batch
+from events.validation import EventsToValidate, NewEvent
 from events.wire import OccurredAtFields, events_response, pull_response, topic_and_source_fields, wire_from_fields
 from topics.models import Topic, events_table_name
 from topics.refs import TopicRef
@@ -41,65 +41,80 @@ class PullResult:
 def publish(principal: Principal, topic_ref: TopicRef | str, raw_events: Any, source: str) -> list[StoredEvent]:
     """Validate, authorize and store a batch; return the stored events in request order.
 
-    The whole batch is validated before anything is written: one bad event rejects it with an error
-    naming the event's index and field. Events whose ``eventId`` is already stored in the topic are
-    not stored again; the stored event (with its original offset) is returned in their place.
+    One bad event rejects the whole batch with an error naming the event's index and field, and
+    nothing of it is stored. Events whose ``eventId`` is already stored in the topic are not stored
+    again; the stored event (with its original offset) is returned in their place.
     """
     ref = _parse_ref(topic_ref)
     require_write(principal, ref)
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}")
-    new_events = validate_batch(raw_events)
-    return store_events(ref, new_events, source)
-
-
-def store_events(ref: TopicRef, new_events: list[NewEvent], source: str) -> list[StoredEvent]:
-    """Store already-validated events in one transaction under the topic row lock.
-
-    Precondition: ``new_events`` passed :func:`events.validation.validate_batch` and the caller is
-    authorized for ``ref``. Announces the stored events (``events_committed``) after commit only.
-    """
-    [result] = store_batches(ref.name, [(ref, new_events, source)])
+    [result] = store_batches(ref.name, [(ref, EventsToValidate(raw_events), source)])
     if isinstance(result, EventRelayError):
         raise result
     return result
 
 
-Batch = tuple[TopicRef, list[NewEvent], str]
+# A batch's events: validated already, or validated as they are stored (``EventsToValidate``).
+Batch = tuple[TopicRef, EventsToValidate | list[NewEvent], str]
 
 
 BatchResult = list[StoredEvent] | EventRelayError
 
 
 def store_batches(topic_name: str, batches: list[Batch]) -> list[BatchResult]:
-    """Store several validated batches of one topic in ONE transaction (group commit).
+    """Store several batches of one topic in ONE transaction (group commit).
 
     Each batch gets its own result: its stored events in request order, or the error that refused
-    it alone (an ``eventId`` already used under another topic id). Offsets are assigned in batch
-    order under the topic row lock, exactly as if the batches had been published one by one.
-    Raises ``NotFound`` (for every batch) when the topic does not exist. The new events are
-    announced (``events_committed``) once the transaction, or the caller's outer one, commits.
+    it alone (an invalid event, an ``eventId`` already used under another topic id); nothing of a
+    refused batch is stored. Offsets are assigned in batch order under the topic row lock, exactly
+    as if the batches had been published one by one. Raises ``NotFound`` (for every batch) when the
+    topic does not exist. The new events are announced (``events_committed``) once the
+    transaction, or the caller's outer one, commits.
+
+    Almost every publish is valid and carries only new eventIds, so the first attempt writes while
+    it validates and without looking the ids up: the unique index on ``event_id`` checks them during
+    the COPY anyway. An invalid event rolls the transaction back and it is redone without its
+    batch; an eventId already stored (a producer's retry, an id repeated in the batch) has it redone
+    with the lookup, which returns the stored events in their place.
     """
-    results, inserted = _store_with_one_retry(topic_name, batches)
+    results: list[BatchResult | None] = [None] * len(batches)
+    waiting = list(range(len(batches)))  # the batches not refused so far
+    stored: list[BatchResult] = []
+    inserted: list[StoredEvent] = []
+    look_up_ids = False
+    while waiting:
+        try:
+            stored, inserted = _store_batches(topic_name, [batches[i] for i in waiting], look_up_ids=look_up_ids)
+            break
+        except _BatchRefused as refused:
+            results[waiting.pop(refused.position)] = refused.error
+        except psycopg.errors.UniqueViolation as error:
+            if look_up_ids or not (error.diag.constraint_name or "").endswith("_event_id_key"):
+                raise
+            look_up_ids = True
+    for index, result in zip(waiting, stored, strict=True):
+        results[index] = result
     if inserted:
         transaction.on_commit(lambda: announce(topic_name, inserted))
-    return results
+    return results  # type: ignore[return-value]  # every batch has its result now
 
 
-def _store_with_one_retry(topic_name: str, batches: list[Batch]) -> tuple[list[BatchResult], list[StoredEvent]]:
-    """Returns each batch's result and the events inserted.
+class _BatchRefused(Exception):
+    """One batch of a group failed validation (``error``); the transaction is rolled back."""
 
-    Almost every publish carries only new eventIds, so the first attempt writes without looking
-    them up: the unique index on ``event_id`` checks them during the COPY anyway. Only when it
-    finds one already stored (a producer's retry, an id repeated in the batch) is the transaction
-    rolled back and redone with the lookup, which returns the stored events in their place.
-    """
+    def __init__(self, position: int, error: EventRelayError) -> None:
+        super().__init__(error.message)
+        self.position = position
+        self.error = error
+
+
+def _validated(position: int, events: EventsToValidate | list[NewEvent]) -> Iterator[NewEvent]:
+    """The batch's events, validating as they come; a problem refuses this batch (``_BatchRefused``)."""
     try:
-        return _store_batches(topic_name, batches, look_up_ids=False)
-    except psycopg.errors.UniqueViolation as error:
-        if not (error.diag.constraint_name or "").endswith("_event_id_key"):
-            raise
-    return _store_batches(topic_name, batches, look_up_ids=True)
+        yield from events
+    except (InvalidInput, TooLarge) as error:
+        raise _BatchRefused(position, error) from None
 
 
 def announce(topic_name: str, events: list[StoredEvent]) -> None:
@@ -127,16 +142,21 @@ def _store_batches(
         raw_cursor = psycopg.Cursor(connection.connection)
         known: dict[uuid.UUID, StoredEvent] = {}
         if look_up_ids:
-            all_ids = [event.event_id for _, events, _ in batches for event in events]
+            all_ids = [
+                event.event_id
+                for position, (_, events, _) in enumerate(batches)
+                for event in _validated(position, events)
+            ]
             known = _existing_events(raw_cursor, table, topic_name, all_ids)
         occurred_at_fields = OccurredAtFields()
         with _copy_rows(raw_cursor, table) as copy:
-            for ref, events, source in batches:
+            for position, (ref, events, source) in enumerate(batches):
                 topic_id = ref.id or ""
-                conflict = next(
+                # (Only after a lookup: the first attempt must not walk the events before writing them.)
+                conflict = known and next(
                     (e for e in events if e.event_id in known and known[e.event_id].topic_id != topic_id), None
                 )
-                if conflict is not None:
+                if conflict:
                     # Returning it would show an event of another topic id to a caller who may not see it.
                     results.append(
                         AlreadyExists(
@@ -149,7 +169,7 @@ def _store_batches(
                     f"{topic_name}:{topic_id}" if topic_id else topic_name, source
                 )
                 stored = []
-                for event in events:
+                for event in _validated(position, events):
                     if look_up_ids and event.event_id in known:
                         stored.append(known[event.event_id])
                         continue

@@ -1,4 +1,4 @@
-"""Validation of a publish batch, as a whole, before anything is written.
+"""Validation of a publish batch, as a whole: nothing of a batch with an invalid event is stored.
 
 The first problem found rejects the batch with an error that names the event's index and the
 field, e.g. ``events[3].data: ...``. Limits come from settings (SPEC.md defaults: 1,000 events per
@@ -8,6 +8,7 @@ batch, 256 KiB per event, 16 MiB per request).
 import json
 import math
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,28 +61,60 @@ def _utf8_length(text: str) -> int:
 
 def validate_batch(raw_events: object) -> list[NewEvent]:
     """Validate a list of producer events (canonical camelCase dicts) and return them ready to store."""
-    if not isinstance(raw_events, list):
-        raise InvalidInput("events must be a list of event objects", field="events")
-    if not raw_events:
-        raise InvalidInput("events is empty: send at least one event", field="events")
-    max_events = settings.ER_MAX_BATCH_EVENTS
-    if len(raw_events) > max_events:
-        raise TooLarge(f"batch has {len(raw_events)} events; at most {max_events} are allowed", field="events")
+    return EventsToValidate(raw_events).validated()
 
-    now = timezone.now()
-    max_event_bytes = settings.ER_MAX_EVENT_BYTES
-    validated, total = [], 0
-    for index, raw in enumerate(raw_events):
-        event, size = _validate_event(raw, f"events[{index}]", now, max_event_bytes)
-        validated.append(event)
-        total += size
 
-    if total > settings.ER_MAX_REQUEST_BYTES:
-        raise TooLarge(
-            f"batch is {total} bytes of event payload; at most {settings.ER_MAX_REQUEST_BYTES} are allowed",
-            field="events",
-        )
-    return validated
+class EventsToValidate:
+    """A batch of producer events (canonical camelCase dicts) that is validated one event at a time
+    as the events are stored, then remembered.
+
+    ``events.services`` writes each event to PostgreSQL as soon as it has passed, so PostgreSQL
+    stores the first events of a batch while Python is still checking the later ones (the two run
+    on different cores). The first invalid event raises its error, which aborts the transaction:
+    nothing of the batch is stored, exactly as if it had been validated first. The batch's shape
+    (a non-empty list within the event limit) is checked when this is built.
+    """
+
+    def __init__(self, raw_events: object) -> None:
+        if not isinstance(raw_events, Sequence) or isinstance(raw_events, str | bytes):
+            raise InvalidInput("events must be a list of event objects", field="events")
+        if not raw_events:
+            raise InvalidInput("events is empty: send at least one event", field="events")
+        max_events = settings.ER_MAX_BATCH_EVENTS
+        if len(raw_events) > max_events:
+            raise TooLarge(f"batch has {len(raw_events)} events; at most {max_events} are allowed", field="events")
+        self._raw_events = raw_events
+        self._received_at = timezone.now()  # events without eventOccurredAt occurred now
+        self._validated: list[NewEvent] | None = None
+
+    def __len__(self) -> int:
+        return len(self._raw_events)
+
+    def __iter__(self) -> Iterator[NewEvent]:
+        return iter(self._validated) if self._validated is not None else self._validate_each()
+
+    def validated(self) -> list[NewEvent]:
+        """Every event, validated (raises the first problem)."""
+        if self._validated is None:
+            for _ in self._validate_each():
+                pass
+        assert self._validated is not None
+        return self._validated
+
+    def _validate_each(self) -> Iterator[NewEvent]:
+        max_event_bytes = settings.ER_MAX_EVENT_BYTES
+        max_request_bytes = settings.ER_MAX_REQUEST_BYTES
+        validated, total = [], 0
+        for index, raw in enumerate(self._raw_events):
+            event, size = _validate_event(raw, f"events[{index}]", self._received_at, max_event_bytes)
+            validated.append(event)
+            total += size
+            yield event
+        if total > max_request_bytes:
+            raise TooLarge(
+                f"batch is {total} bytes of event payload; at most {max_request_bytes} are allowed", field="events"
+            )
+        self._validated = validated
 
 
 def _validate_event(raw: object, where: str, now: datetime, max_event_bytes: int) -> tuple[NewEvent, int]:

@@ -13,7 +13,7 @@ from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import group_commit, live
 from events.services import pull_wire
 from events.wire import event_message, events_response
-from grpc_api.convert import new_events_from_messages, topic_message
+from grpc_api.convert import NewEventMessages, topic_message
 from grpc_api.handlers import principal_of, rpc
 from topics.refs import TopicRef
 from topics.services import create_topic_as, delete_topic_as, list_topics_as
@@ -43,7 +43,7 @@ class EventsServicer(pb_grpc.EventsServicer):
     async def PublishEvents(self, request: pb.PublishEventsRequest, context: Context) -> bytes:
         principal = await principal_of(context)
         ref = TopicRef.parse(request.topic)
-        events = new_events_from_messages(request.events)
+        events = NewEventMessages(request.events)
         await ratelimit.acheck("publish", principal.rate_limit_key, cost=len(events))
         stored = await group_commit.publish(principal, ref, events, "grpc")
         return events_response(stored)  # serialized: see grpc_api.server.events_handler

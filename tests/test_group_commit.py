@@ -7,10 +7,11 @@ import uuid
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 
-from eventrelay.errors import AlreadyExists
+from eventrelay.errors import AlreadyExists, InvalidInput, TooLarge
 from events.services import store_batches
-from events.validation import validate_batch
+from events.validation import EventsToValidate, validate_batch
 from tests.grpc_client import Client, unique_topic
 from topics.refs import TopicRef
 
@@ -40,6 +41,65 @@ def test_a_group_stores_each_batch_in_order_and_refuses_only_the_conflicting_one
     with connection.cursor() as cursor:
         cursor.execute('SELECT "offset", name FROM orders_events ORDER BY "offset"')
         assert cursor.fetchall() == [(1, "a"), (2, "b"), (3, "c"), (4, "e")]  # nothing of the refused batch
+
+
+def stored(topic: str) -> list[tuple[int, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT "offset", name FROM {topic}_events ORDER BY "offset"')
+        return cursor.fetchall()
+
+
+def test_an_invalid_event_found_after_its_batch_was_partly_sent_refuses_only_that_batch(make_topic):
+    # Events are validated as they are written to the COPY: 800 events of 1 KB go to PostgreSQL
+    # before the invalid 801st is reached. Its batch must leave no row and no offset behind.
+    make_topic("orders")
+    ref = TopicRef("orders", "1")
+    before = EventsToValidate([{"name": "before", "data": n} for n in range(3)])
+    refused = EventsToValidate([{"name": "sent", "data": "x" * 1000} for _ in range(800)] + [{"name": "", "data": 1}])
+    after = EventsToValidate([{"name": "after", "data": n} for n in range(2)])
+
+    results = store_batches("orders", [(ref, before, "grpc"), (ref, refused, "grpc"), (ref, after, "http")])
+
+    assert isinstance(results[1], InvalidInput)
+    assert results[1].field == "events[800].name"
+    assert [event.offset for event in results[0]] == [1, 2, 3]
+    assert [event.offset for event in results[2]] == [4, 5]
+    assert stored("orders") == [(1, "before"), (2, "before"), (3, "before"), (4, "after"), (5, "after")]
+
+
+@override_settings(ER_MAX_REQUEST_BYTES=100_000)
+def test_a_batch_found_too_large_only_after_its_last_event_is_refused_whole(make_topic):
+    make_topic("orders")
+    ref = TopicRef("orders", "1")
+    too_large = EventsToValidate([{"name": "big", "data": "x" * 1000} for _ in range(101)])
+    fits = EventsToValidate([{"name": "small", "data": 1}])
+
+    results = store_batches("orders", [(ref, too_large, "grpc"), (ref, fits, "grpc")])
+
+    assert isinstance(results[0], TooLarge)
+    assert "at most 100000" in results[0].message
+    assert [event.offset for event in results[1]] == [1]
+    assert stored("orders") == [(1, "small")]
+
+
+def test_a_group_with_an_invalid_batch_and_a_republished_event_id_stores_the_rest_once(make_topic):
+    make_topic("orders")
+    ref = TopicRef("orders", "1")
+    taken = str(uuid.uuid4())
+    [[original]] = store_batches(
+        "orders", [(ref, EventsToValidate([{"eventId": taken, "name": "a", "data": 1}]), "grpc")]
+    )
+
+    republished = EventsToValidate([{"name": "b", "data": 2}, {"eventId": taken, "name": "a", "data": 1}])
+    invalid = EventsToValidate([{"name": "c", "data": 3}, {"name": "c", "data": {}, "offset": 9}])
+    fresh = EventsToValidate([{"name": "d", "data": 4}])
+    results = store_batches("orders", [(ref, republished, "grpc"), (ref, invalid, "grpc"), (ref, fresh, "grpc")])
+
+    assert [(event.offset, event.name) for event in results[0]] == [(2, "b"), (1, "a")]
+    assert results[0][1].event_id == original.event_id
+    assert isinstance(results[1], InvalidInput) and results[1].field == "events[1].offset"
+    assert [(event.offset, event.name) for event in results[2]] == [(3, "d")]
+    assert stored("orders") == [(1, "a"), (2, "b"), (3, "d")]
 
 
 @pytest.mark.e2e
