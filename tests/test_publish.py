@@ -209,6 +209,21 @@ def test_json_payloads_come_back_exactly_as_sent(users, admin):
     assert json.loads(event.data_json)["floats"] == data["floats"]
 
 
+def test_text_with_copy_special_characters_is_stored_exactly(users, admin):
+    # Rows reach PostgreSQL as COPY text, where a tab ends a column, a newline a row, and \N means NULL.
+    name = "tab\there, new\nline, back\\slash, \\N"
+    data = {"s": "\\N", "t": "a\tb\\c", "n": "x\ny"}
+    events = [{"name": name, "userId": "\\N", "data": data}, {"name": "plain", "data": 1}]
+
+    published = publish(admin, "users", events, "http")
+    pulled = pull(admin, "users", 1).events
+
+    assert [(e.name, e.user_id, e.data_json) for e in pulled] == [(e.name, e.user_id, e.data_json) for e in published]
+    assert (pulled[0].name, pulled[0].user_id) == (name, "\\N")
+    assert json.loads(pulled[0].data_json) == data
+    assert pulled[1].user_id is None
+
+
 def test_a_token_for_one_topic_id_cannot_publish_to_another_or_to_the_whole_topic(users, principal_for):
     producer = principal_for("users:123")
 
