@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -25,7 +26,7 @@ from events.canonical import StoredEvent
 from events.signals import events_committed
 from events.tables import SOURCES
 from events.validation import EventsToValidate, NewEvent
-from events.wire import OccurredAtFields, events_response, pull_response, topic_and_source_fields, wire_from_fields
+from events.wire import events_response, occurred_at_field, pull_response, topic_and_source_fields, wire_from_fields
 from topics.models import Topic, events_table_name
 from topics.refs import TopicRef
 
@@ -148,8 +149,8 @@ def _store_batches(
                 for event in _validated(position, events)
             ]
             known = _existing_events(raw_cursor, table, topic_name, all_ids)
-        occurred_at_fields = OccurredAtFields()
         with _copy_rows(raw_cursor, table) as copy:
+            rows = _RowWriter(copy, topic_name)
             for position, (ref, events, source) in enumerate(batches):
                 topic_id = ref.id or ""
                 # (Only after a lookup: the first attempt must not walk the events before writing them.)
@@ -165,39 +166,13 @@ def _store_batches(
                         )
                     )
                     continue
-                topic_and_source = topic_and_source_fields(
-                    f"{topic_name}:{topic_id}" if topic_id else topic_name, source
-                )
                 stored = []
                 for event in _validated(position, events):
                     if look_up_ids and event.event_id in known:
                         stored.append(known[event.event_id])
                         continue
                     offset += 1
-                    wire = wire_from_fields(
-                        offset,
-                        event.event_id,
-                        event.name,
-                        topic_and_source,
-                        event.user_id,
-                        occurred_at_fields(event.event_occurred_at),
-                        event.context_json,
-                        event.data_json,
-                    )
-                    stored_event = StoredEvent(
-                        offset,
-                        event.event_id,
-                        event.name,
-                        topic_name,
-                        topic_id,
-                        source,
-                        event.user_id,
-                        event.event_occurred_at,
-                        event.context_json,
-                        event.data_json,
-                        wire=wire,
-                    )
-                    _write_row(copy, stored_event)
+                    stored_event = rows.write(offset, event, topic_id, source)
                     stored.append(stored_event)
                     inserted.append(stored_event)
                     if look_up_ids:
@@ -217,7 +192,8 @@ def _existing_events(
 
 
 _INSERT_COLUMNS = '"offset", event_id, name, topic_id, source, user_id, event_occurred_at, context, data, wire'
-_INSERT_TYPES = ["int8", "uuid", "varchar", "varchar", "varchar", "varchar", "timestamptz", "text", "text", "bytea"]
+# Every value but the offset goes as text formatted here (see _RowWriter).
+_INSERT_TYPES = ["int8"] + ["text"] * 9
 
 
 @contextmanager
@@ -237,21 +213,68 @@ def _copy_rows(cursor: psycopg.Cursor, table: str) -> Iterator[psycopg.Copy]:
         yield copy
 
 
-def _write_row(copy: psycopg.Copy, event: StoredEvent) -> None:
-    copy.write_row(
-        (
-            event.offset,
+class _RowWriter:
+    """Writes a transaction's new events to its COPY and returns them stored, with their wire form.
+
+    Values are handed to psycopg as text, formatted here: the eventId's text is needed for the wire
+    form anyway, the events stored together mostly share one occurrence time (formatted once), and
+    bytea goes as its hex form. psycopg's own uuid, timestamptz and bytea dumpers took 1.0 of the
+    1.3 ms that formatting 500 rows cost.
+    """
+
+    def __init__(self, copy: psycopg.Copy, topic_name: str) -> None:
+        self._copy = copy
+        self._topic_name = topic_name
+        self._occurred_at: dict[datetime, tuple[bytes, str]] = {}  # wire field, COPY text
+        self._topic_and_source: dict[tuple[str, str], bytes] = {}
+
+    def write(self, offset: int, event: NewEvent, topic_id: str, source: str) -> StoredEvent:
+        occurred_at = self._occurred_at.get(event.event_occurred_at)
+        if occurred_at is None:
+            moment = event.event_occurred_at
+            occurred_at = self._occurred_at[moment] = (occurred_at_field(moment), moment.isoformat())
+        topic_and_source = self._topic_and_source.get((topic_id, source))
+        if topic_and_source is None:
+            topic = f"{self._topic_name}:{topic_id}" if topic_id else self._topic_name
+            topic_and_source = self._topic_and_source[topic_id, source] = topic_and_source_fields(topic, source)
+        event_id = str(event.event_id)
+        wire = wire_from_fields(
+            offset,
+            event_id,
+            event.name,
+            topic_and_source,
+            event.user_id,
+            occurred_at[0],
+            event.context_json,
+            event.data_json,
+        )
+        self._copy.write_row(
+            (
+                offset,
+                event_id,
+                event.name,
+                topic_id,
+                source,
+                event.user_id,
+                occurred_at[1],
+                event.context_json,
+                event.data_json,
+                "\\x" + wire.hex(),
+            )
+        )
+        return StoredEvent(
+            offset,
             event.event_id,
             event.name,
-            event.topic_id,
-            event.source,
+            self._topic_name,
+            topic_id,
+            source,
             event.user_id,
             event.event_occurred_at,
             event.context_json,
             event.data_json,
-            event.wire,
+            wire=wire,
         )
-    )
 
 
 def pull(principal: Principal, topic_ref: TopicRef | str, offset: int, batch_size: int | None = None) -> PullResult:

@@ -10,7 +10,6 @@ stored (offsets are assigned then), and PostgreSQL concatenates a page of them (
 Rows stored before the column existed have no ``wire``; they are encoded here when read.
 """
 
-import uuid
 from datetime import UTC, datetime
 
 from google.protobuf.internal.encoder import _VarintBytes
@@ -63,7 +62,7 @@ def encode_wire(event: StoredEvent) -> bytes:
     """``event`` as one element of a response's repeated ``events`` field."""
     return wire_from_fields(
         event.offset,
-        event.event_id,
+        str(event.event_id),
         event.name,
         topic_and_source_fields(event.topic, event.source),
         event.user_id,
@@ -75,7 +74,7 @@ def encode_wire(event: StoredEvent) -> bytes:
 
 def wire_from_fields(
     offset: int,
-    event_id: uuid.UUID,
+    event_id: str,
     name: str,
     topic_and_source: bytes,
     user_id: str | None,
@@ -91,7 +90,7 @@ def wire_from_fields(
     body = b"".join(
         (
             _EVENT_ID_KEY,
-            str(event_id).encode(),
+            event_id.encode(),
             _text_field(_NAME_KEY, name),
             topic_and_source,
             _text_field(_USER_ID_KEY, user_id) if user_id else b"",
@@ -137,16 +136,3 @@ def events_response(events: list[StoredEvent]) -> bytes:
 def pull_response(events_wire: bytes, next_offset: int) -> bytes:
     """A serialized ``PullEventsResponse`` from its events' joined wire forms."""
     return events_wire + _NEXT_OFFSET_TAG + _VarintBytes(next_offset)
-
-
-class OccurredAtFields:
-    """Events stored together mostly share their occurrence time: encode its field once."""
-
-    def __init__(self) -> None:
-        self._fields: dict[datetime, bytes] = {}
-
-    def __call__(self, moment: datetime) -> bytes:
-        field = self._fields.get(moment)
-        if field is None:
-            field = self._fields[moment] = occurred_at_field(moment)
-        return field

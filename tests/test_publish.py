@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from datetime import datetime
 
 import pytest
 from django.db import connection
@@ -222,6 +223,28 @@ def test_text_with_copy_special_characters_is_stored_exactly(users, admin):
     assert (pulled[0].name, pulled[0].user_id) == (name, "\\N")
     assert json.loads(pulled[0].data_json) == data
     assert pulled[1].user_id is None
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "2026-11-28T04:51:43.123456Z",
+        "1901-12-13T20:45:52.000001+00:00",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "2026-03-29T02:30:00+05:45",
+    ],
+)
+def test_occurrence_times_are_stored_to_the_microsecond(users, admin, occurred_at):
+    # They reach PostgreSQL as COPY text (ISO 8601), formatted once per distinct time in a batch.
+    expected = datetime.fromisoformat(occurred_at)
+    events = [{"name": "a", "data": 1, "eventOccurredAt": occurred_at}, {"name": "b", "data": 2}]
+
+    [first, second] = publish(admin, "users", events, "http")
+    pulled = pull(admin, "users", 1).events
+
+    assert pulled[0].event_occurred_at == first.event_occurred_at == expected
+    assert pulled[1].event_occurred_at == second.event_occurred_at != expected
 
 
 def test_a_token_for_one_topic_id_cannot_publish_to_another_or_to_the_whole_topic(users, principal_for):
