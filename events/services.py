@@ -172,7 +172,7 @@ def _store_batches(
                         stored.append(known[event.event_id])
                         continue
                     offset += 1
-                    stored_event = rows.write(offset, event, topic_id, source)
+                    stored_event = rows.write(offset, event, ref, source)
                     stored.append(stored_event)
                     inserted.append(stored_event)
                     if look_up_ids:
@@ -226,17 +226,17 @@ class _RowWriter:
         self._copy = copy
         self._topic_name = topic_name
         self._occurred_at: dict[datetime, tuple[bytes, str]] = {}  # wire field, COPY text
-        self._topic_and_source: dict[tuple[str, str], bytes] = {}
+        self._topic_and_source: dict[tuple[TopicRef, str], bytes] = {}
 
-    def write(self, offset: int, event: NewEvent, topic_id: str, source: str) -> StoredEvent:
+    def write(self, offset: int, event: NewEvent, ref: TopicRef, source: str) -> StoredEvent:
         occurred_at = self._occurred_at.get(event.event_occurred_at)
         if occurred_at is None:
             moment = event.event_occurred_at
             occurred_at = self._occurred_at[moment] = (occurred_at_field(moment), moment.isoformat())
-        topic_and_source = self._topic_and_source.get((topic_id, source))
+        topic_and_source = self._topic_and_source.get((ref, source))
         if topic_and_source is None:
-            topic = f"{self._topic_name}:{topic_id}" if topic_id else self._topic_name
-            topic_and_source = self._topic_and_source[topic_id, source] = topic_and_source_fields(topic, source)
+            topic_and_source = self._topic_and_source[ref, source] = topic_and_source_fields(str(ref), source)
+        topic_id = ref.id or ""
         event_id = str(event.event_id)
         wire = wire_from_fields(
             offset,

@@ -93,7 +93,7 @@ def wire_from_fields(
             event_id.encode(),
             _text_field(_NAME_KEY, name),
             topic_and_source,
-            _text_field(_USER_ID_KEY, user_id) if user_id else b"",
+            _text_field(_USER_ID_KEY, user_id),
             occurred_at,
             _text_field(_CONTEXT_KEY, context_json),
             _text_field(_DATA_KEY, data_json),
@@ -113,8 +113,8 @@ def occurred_at_field(moment: datetime) -> bytes:
     return _OCCURRED_AT_KEY + _varint(len(timestamp)) + timestamp
 
 
-def _text_field(key: bytes, text: str) -> bytes:
-    if not text:
+def _text_field(key: bytes, text: str | None) -> bytes:
+    if not text:  # proto3 leaves empty strings out (and None is "not given")
         return b""
     encoded = text.encode()
     return key + _varint(len(encoded)) + encoded
