@@ -3,6 +3,7 @@
 import asyncio
 import json
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -48,11 +49,27 @@ def metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, every thread) used so far by process ``pid``, or by this process."""
+    if pid is None:
+        return time.process_time()
+    with open(f"/proc/{pid}/stat") as stat:
+        # Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def timed_loop(
-    op: Callable[[int], Awaitable[int]], concurrency: int, warmup: float, duration: float
+    op: Callable[[int], Awaitable[int]],
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    watch: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Run ``op(worker)`` from ``concurrency`` tasks: ``warmup`` seconds uncounted, then ``duration``
-    seconds counted. ``op`` returns how many events it handled. Returns events/s and call latencies."""
+    seconds counted. ``op`` returns how many events it handled. Returns events/s, call latencies and
+    the CPU cores used during the counted phase by this load generator and by the ``watch``ed
+    processes (name → pid): on a 2-core machine, where the time goes is part of the result."""
 
     async def phase(seconds: float, record: bool) -> tuple[int, float, list[float]]:
         start = time.perf_counter()
@@ -77,13 +94,18 @@ async def timed_loop(
 
     if warmup > 0:
         await phase(warmup, record=False)
+    pids: dict[str, int | None] = {"load generator": None, **(watch or {})}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    began = time.perf_counter()
     count, elapsed, latencies = await phase(duration, record=True)
+    wall = time.perf_counter() - began
     return {
         "events": count,
         "seconds": elapsed,
         "events_per_s": count / elapsed if elapsed > 0 else 0.0,
         "calls": len(latencies),
         "call_ms": percentiles(latencies),
+        "cpu_cores": {name: round((cpu_seconds(pid) - cpu_before[name]) / wall, 2) for name, pid in pids.items()},
     }
 
 

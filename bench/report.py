@@ -173,6 +173,8 @@ def table(results: list[ScenarioResult]) -> str:
     out = [line, " | ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)), line]
     out += [" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in body]
     out.append(line)
+    # What each figure's number does not say (latencies, CPU used, the empty-call ceiling).
+    out += [f"{figure.name}: {figure.notes}" for result in results for figure in result.figures if figure.notes]
     return "\n".join(out)
 
 

@@ -61,4 +61,8 @@ def test_the_quick_bench_runs_every_scenario_and_writes_numeric_figures(tmp_path
         for figure in scenario["figures"]:
             for number in numbers_in(figure):
                 assert isinstance(number, int | float) and math.isfinite(number), (name, figure)
+    # Where the time goes: the CPU each side used, the gRPC server's read from /proc during the run.
+    publish = results["scenarios"]["publish_single"]["details"]
+    for result in (*(run["product"] for run in publish.values() if "product" in run), publish["empty_grpc_calls"]):
+        assert result["cpu_cores"]["grpc server"] > 0 and result["cpu_cores"]["load generator"] > 0, result
     assert (tmp_path / "latest.png").stat().st_size > 10_000

@@ -38,7 +38,15 @@ if TYPE_CHECKING:
 
 
 def grpc_publish(
-    pipe: Any, address: str, token: str, topic: str, batch: int, concurrency: int, warmup: float, duration: float
+    pipe: Any,
+    address: str,
+    server_pid: int,
+    token: str,
+    topic: str,
+    batch: int,
+    concurrency: int,
+    warmup: float,
+    duration: float,
 ) -> dict[str, Any]:
     import grpc
 
@@ -64,12 +72,14 @@ def grpc_publish(
 
             await asyncio.wait_for(channel.channel_ready(), 30)
             ready_then_wait(pipe)
-            return await timed_loop(op, concurrency, warmup, duration)
+            return await timed_loop(op, concurrency, warmup, duration, watch={"grpc server": server_pid})
 
     return asyncio.run(main())
 
 
-def grpc_empty_calls(pipe: Any, address: str, concurrency: int, warmup: float, duration: float) -> dict[str, Any]:
+def grpc_empty_calls(
+    pipe: Any, address: str, server_pid: int, concurrency: int, warmup: float, duration: float
+) -> dict[str, Any]:
     """The gRPC framework's own ceiling: the standard health Check (no database, no auth, an empty
     reply), served by the same grpcserver process, from the same number of concurrent callers."""
     import grpc
@@ -85,7 +95,7 @@ def grpc_empty_calls(pipe: Any, address: str, concurrency: int, warmup: float, d
 
             await asyncio.wait_for(channel.channel_ready(), 30)
             ready_then_wait(pipe)
-            return await timed_loop(op, concurrency, warmup, duration)
+            return await timed_loop(op, concurrency, warmup, duration, watch={"grpc server": server_pid})
 
     return asyncio.run(main())
 
@@ -154,6 +164,11 @@ def psycopg_insert(
 # --- scenarios (run in the orchestrator) ------------------------------------------------------------
 
 
+def cpu_note(result: dict[str, Any]) -> str:
+    """``CPU cores: grpc server 0.91, load generator 0.31``: one Python process tops out near 1."""
+    return "CPU cores: " + ", ".join(f"{name} {cores:.2f}" for name, cores in sorted(result["cpu_cores"].items()))
+
+
 def measure(child: Child, timeout: float) -> dict[str, Any]:
     return run_in_step([child], ready_timeout=60, result_timeout=timeout)[0]
 
@@ -180,7 +195,17 @@ def publish_batch(bench: "Bench") -> ScenarioResult:
             bench,
             topic,
             Child(
-                *(grpc_publish, bench.stack.grpc_address, bench.token, topic, batch, 1, mode.warmup, mode.duration),
+                *(
+                    grpc_publish,
+                    bench.stack.grpc_address,
+                    bench.stack.process("grpc").pid,
+                    bench.token,
+                    topic,
+                    batch,
+                    1,
+                    mode.warmup,
+                    mode.duration,
+                ),
                 label=f"gRPC PublishEvents, batch {batch}",
             ),
             Child(
@@ -202,7 +227,10 @@ def publish_batch(bench: "Bench") -> ScenarioResult:
                     "higher",
                     ">= 0.5 x baseline",
                     product["events_per_s"] >= 0.5 * baseline["events_per_s"],
-                    notes=f"1 caller each; publish call p50 {product['call_ms']['p50']:.1f} ms, p99 {product['call_ms']['p99']:.1f} ms",
+                    notes=(
+                        f"1 caller each; publish call p50 {product['call_ms']['p50']:.1f} ms, "
+                        f"p99 {product['call_ms']['p99']:.1f} ms; {cpu_note(product)}"
+                    ),
                 )
             )
     result.growth = {
@@ -227,7 +255,17 @@ def publish_single(bench: "Bench") -> ScenarioResult:
             bench,
             topic,
             Child(
-                *(grpc_publish, bench.stack.grpc_address, bench.token, topic, 1, callers, mode.warmup, mode.duration),
+                *(
+                    grpc_publish,
+                    bench.stack.grpc_address,
+                    bench.stack.process("grpc").pid,
+                    bench.token,
+                    topic,
+                    1,
+                    callers,
+                    mode.warmup,
+                    mode.duration,
+                ),
                 label=f"gRPC PublishEvents, 1 event/call, {callers} callers",
             ),
             Child(
@@ -240,7 +278,14 @@ def publish_single(bench: "Bench") -> ScenarioResult:
         if callers == mode.single_callers_main:
             ceiling = measure(
                 Child(
-                    *(grpc_empty_calls, bench.stack.grpc_address, callers, mode.warmup, mode.duration),
+                    *(
+                        grpc_empty_calls,
+                        bench.stack.grpc_address,
+                        bench.stack.process("grpc").pid,
+                        callers,
+                        mode.warmup,
+                        mode.duration,
+                    ),
                     label=f"gRPC health Check (empty call), {callers} callers",
                 ),
                 mode.warmup + mode.duration + 120,
@@ -259,8 +304,9 @@ def publish_single(bench: "Bench") -> ScenarioResult:
                     product["events_per_s"] >= baseline["events_per_s"],
                     notes=(
                         f"publish call p50 {product['call_ms']['p50']:.1f} ms, p99 {product['call_ms']['p99']:.1f} ms; "
-                        f"an empty gRPC call (health Check) from as many callers: {ceiling['events_per_s']:,.0f}/s, "
-                        f"{ceiling['events_per_s'] / baseline['events_per_s']:.2f}x the baseline"
+                        f"{cpu_note(product)}; an empty gRPC call (health Check) from as many callers: "
+                        f"{ceiling['events_per_s']:,.0f}/s, {ceiling['events_per_s'] / baseline['events_per_s']:.2f}x "
+                        f"the baseline ({cpu_note(ceiling)})"
                     ),
                 )
             )
