@@ -9,7 +9,7 @@ become visible at commit time, in any order.)
 """
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,7 +63,11 @@ Batch = tuple[TopicRef, EventsToValidate | list[NewEvent], str]
 BatchResult = list[StoredEvent] | EventRelayError
 
 
-def store_batches(topic_name: str, batches: list[Batch]) -> list[BatchResult]:
+def store_batches(
+    topic_name: str,
+    batches: list[Batch],
+    on_committed: Callable[[list[BatchResult]], None] | None = None,
+) -> list[BatchResult]:
     """Store several batches of one topic in ONE transaction (group commit).
 
     Each batch gets its own result: its stored events in request order, or the error that refused
@@ -71,7 +75,8 @@ def store_batches(topic_name: str, batches: list[Batch]) -> list[BatchResult]:
     refused batch is stored. Offsets are assigned in batch order under the topic row lock, exactly
     as if the batches had been published one by one. Raises ``NotFound`` (for every batch) when the
     topic does not exist. The new events are announced (``events_committed``) once the
-    transaction, or the caller's outer one, commits.
+    transaction, or the caller's outer one, commits; ``on_committed(results)`` is called then too,
+    just before the announcement, so a caller whose announcement fails still knows what it stored.
 
     Almost every publish is valid and carries only new eventIds, so the first attempt writes while
     it validates and without looking the ids up: the unique index on ``event_id`` checks them during
@@ -96,6 +101,9 @@ def store_batches(topic_name: str, batches: list[Batch]) -> list[BatchResult]:
             look_up_ids = True
     for index, result in zip(waiting, stored, strict=True):
         results[index] = result
+    # (on_commit runs these at once, in this order, when no outer transaction is open.)
+    if on_committed is not None:
+        transaction.on_commit(lambda: on_committed(results))  # type: ignore[arg-type]  # all set now
     if inserted:
         transaction.on_commit(lambda: announce(topic_name, inserted))
     return results  # type: ignore[return-value]  # every batch has its result now

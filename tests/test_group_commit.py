@@ -1,16 +1,21 @@
 """Group commit: concurrent publishes to one topic share transactions, and each caller still gets
 exactly its own events with offsets as if it had published alone."""
 
+import asyncio
 import json
+import logging
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 
 from eventrelay.errors import AlreadyExists, InvalidInput, TooLarge
+from events import group_commit
 from events.services import store_batches
+from events.signals import events_committed
 from events.validation import EventsToValidate, validate_batch
 from tests.grpc_client import Client, unique_topic
 from topics.refs import TopicRef
@@ -100,6 +105,61 @@ def test_a_group_with_an_invalid_batch_and_a_republished_event_id_stores_the_res
     assert isinstance(results[1], InvalidInput) and results[1].field == "events[1].offset"
     assert [(event.offset, event.name) for event in results[2]] == [(3, "d")]
     assert stored("orders") == [(1, "a"), (2, "b"), (3, "d")]
+
+
+def test_a_failure_after_the_commit_does_not_turn_stored_events_into_an_error(
+    transactional_db, make_topic, admin, caplog
+):
+    make_topic("orders")
+
+    def broken_receiver(**kwargs):
+        raise RuntimeError("receiver broke")
+
+    async def publish():
+        try:
+            return await group_commit.publish(admin, "orders", [{"name": "a", "data": 1}], "grpc")
+        finally:
+            await _drained("orders")
+
+    events_committed.connect(broken_receiver, dispatch_uid="test.broken")
+    try:
+        with caplog.at_level(logging.ERROR, logger="events.group_commit"):
+            stored = in_a_fresh_loop(publish)
+    finally:
+        events_committed.disconnect(dispatch_uid="test.broken")
+    assert [event.offset for event in stored] == [1]
+    assert stored_rows("orders") == [(1, "a")]
+    assert "receiver broke" in caplog.text and "after committing to 'orders'" in caplog.text
+
+
+def in_a_fresh_loop(make_coroutine):
+    """``asyncio.run`` with the loop's threads reduced to one, whose database connection is closed
+    at the end (left open, it would keep the test database from being dropped)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        try:
+            return await make_coroutine()
+        finally:
+            await loop.run_in_executor(None, connections.close_all)
+
+    return asyncio.run(main())
+
+
+async def _drained(topic: str) -> None:
+    """Until the topic's committer has finished its work in this event loop (at most 10 s)."""
+    committer = group_commit._committers.get((id(asyncio.get_running_loop()), topic))
+    for _ in range(1000):
+        if committer is None or not committer.draining:
+            return
+        await asyncio.sleep(0.01)
+
+
+def stored_rows(topic: str) -> list[tuple[int, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT "offset", name FROM {topic}_events ORDER BY "offset"')
+        return cursor.fetchall()
 
 
 @pytest.mark.e2e
