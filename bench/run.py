@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import ScenarioResult, metadata
+import psycopg
+
+from bench.common import ScenarioResult, metadata, progress
 from bench.stack import DEFAULT_DATABASE_URL, REPO, Stack
 
 
@@ -134,6 +136,20 @@ class Bench:
         stored = self.last_offset(topic)
         if stored < count or (not at_least and stored != count):
             raise RuntimeError(f"topic {topic} has {stored} events, expected {'at least ' if at_least else ''}{count}")
+
+    def settle_database(self) -> None:
+        """Write PostgreSQL's dirty pages out now (``CHECKPOINT``), before a measurement starts.
+
+        The publish scenarios write gigabytes of WAL; past ``max_wal_size`` PostgreSQL starts a
+        checkpoint that flushes them while whatever comes next is being measured (pg_stat_bgwriter
+        counted 50 such checkpoints over the day's runs). Settling first makes each measurement,
+        product or baseline, pay only for its own writes. Needs a superuser; skipped with a note
+        otherwise."""
+        try:
+            with self.stack.connect_db(autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
+        except psycopg.Error as error:
+            progress(f"CHECKPOINT refused ({error}); measurements may pay for earlier writes")
 
     def baseline_table(self, name: str, topic: str) -> str:
         """An empty table identical to ``topic``'s events table (columns, defaults, indexes)."""

@@ -324,6 +324,7 @@ def run_fanout(bench: "Bench", transport: str, subscribers: int, rate: float, du
     try:
         readies = [child.receive("ready", 300) for child in children]
         publisher.receive("ready", 60)
+        bench.settle_database()
         for child in children:
             child.send("go")
         time.sleep(0.5)

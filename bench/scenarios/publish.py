@@ -169,7 +169,8 @@ def cpu_note(result: dict[str, Any]) -> str:
     return "CPU cores: " + ", ".join(f"{name} {cores:.2f}" for name, cores in sorted(result["cpu_cores"].items()))
 
 
-def measure(child: Child, timeout: float) -> dict[str, Any]:
+def measure(bench: "Bench", child: Child, timeout: float) -> dict[str, Any]:
+    bench.settle_database()
     return run_in_step([child], ready_timeout=60, result_timeout=timeout)[0]
 
 
@@ -178,8 +179,8 @@ def measure_beside_baseline(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the product's load generator, then its baseline's, and check the product stored its events."""
     timeout = bench.mode.warmup + bench.mode.duration + 120
-    product_result = measure(product, timeout)
-    baseline_result = measure(baseline, timeout)
+    product_result = measure(bench, product, timeout)
+    baseline_result = measure(bench, baseline, timeout)
     bench.check_stored(topic, product_result["events"], at_least=True)
     return product_result, baseline_result
 
@@ -277,6 +278,7 @@ def publish_single(bench: "Bench") -> ScenarioResult:
         result.details[f"callers_{callers}"] = {"product": product, "baseline": baseline}
         if callers == mode.single_callers_main:
             ceiling = measure(
+                bench,
                 Child(
                     *(
                         grpc_empty_calls,

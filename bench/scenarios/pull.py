@@ -110,6 +110,7 @@ def pull(bench: "Bench") -> ScenarioResult:
     bench.check_stored(topic, mode.pull_rows)
     timeout = mode.warmup + mode.duration + 120
     product = measure(
+        bench,
         Child(
             *(grpc_pull, bench.stack.grpc_address, bench.token, topic, mode.pull_rows, mode.warmup, mode.duration),
             label="gRPC PullEvents, batch 1,000",
@@ -117,6 +118,7 @@ def pull(bench: "Bench") -> ScenarioResult:
         timeout,
     )
     baseline = measure(
+        bench,
         Child(
             *(
                 psycopg_select,

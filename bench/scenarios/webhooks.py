@@ -181,6 +181,7 @@ def webhooks(bench: "Bench") -> ScenarioResult:
             )
             expected[ref] = [event.offset for event in published.events]
 
+        bench.settle_database()
         receiving.send("reset")
         receiving.receive("reset", 30)
         started_ns = time.time_ns()
@@ -202,6 +203,7 @@ def webhooks(bench: "Bench") -> ScenarioResult:
         loop = Child(requests_loop, url, canonical_bodies(topic, per_stream))
         try:
             loop.receive("ready", 60)
+            bench.settle_database()
             receiving.send("reset")  # after the loop's warm-up post
             receiving.receive("reset", 30)
             loop.send("go")
