@@ -59,6 +59,15 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> dict[str, float]:
+    """CPU time of the whole machine so far (``/proc/stat``, every core): busy, and stolen by the
+    hypervisor for other virtual machines (this one's noise, when it is not ours)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in stat.readline().split()[1:9])
+    tick = os.sysconf("SC_CLK_TCK")
+    return {"busy": (user + nice + system + irq + softirq) / tick, "steal": steal / tick}
+
+
 async def timed_loop(
     op: Callable[[int], Awaitable[int]],
     concurrency: int,
@@ -69,7 +78,8 @@ async def timed_loop(
     """Run ``op(worker)`` from ``concurrency`` tasks: ``warmup`` seconds uncounted, then ``duration``
     seconds counted. ``op`` returns how many events it handled. Returns events/s, call latencies and
     the CPU cores used during the counted phase by this load generator and by the ``watch``ed
-    processes (name → pid): on a 2-core machine, where the time goes is part of the result."""
+    processes (name → pid), and the whole machine's busy and stolen cores: on a shared 2-core
+    machine, where the time goes is part of the result."""
 
     async def phase(seconds: float, record: bool) -> tuple[int, float, list[float]]:
         start = time.perf_counter()
@@ -96,9 +106,11 @@ async def timed_loop(
         await phase(warmup, record=False)
     pids: dict[str, int | None] = {"load generator": None, **(watch or {})}
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    machine_before = machine_cpu_seconds()
     began = time.perf_counter()
     count, elapsed, latencies = await phase(duration, record=True)
     wall = time.perf_counter() - began
+    machine_after = machine_cpu_seconds()
     return {
         "events": count,
         "seconds": elapsed,
@@ -106,6 +118,8 @@ async def timed_loop(
         "calls": len(latencies),
         "call_ms": percentiles(latencies),
         "cpu_cores": {name: round((cpu_seconds(pid) - cpu_before[name]) / wall, 2) for name, pid in pids.items()},
+        # Of the machine's os.cpu_count() cores: how many were busy, and how many the hypervisor took.
+        "machine_cores": {key: round((machine_after[key] - machine_before[key]) / wall, 2) for key in machine_after},
     }
 
 

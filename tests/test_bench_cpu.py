@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import cpu_seconds
+from bench.common import cpu_seconds, machine_cpu_seconds
 
 
 def spin(cpu: float) -> None:
@@ -34,3 +34,11 @@ def test_it_tells_a_busy_process_from_an_idle_one():
         idle.kill()
         busy.wait()
         idle.wait()
+
+
+def test_the_machine_counts_a_busy_process_as_busy_cores():
+    before = machine_cpu_seconds()
+    spin(0.3)
+    after = machine_cpu_seconds()
+    assert after["busy"] - before["busy"] >= 0.25
+    assert after["steal"] >= before["steal"] >= 0

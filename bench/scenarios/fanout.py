@@ -25,7 +25,17 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from bench.children import Child, ready_then_wait
-from bench.common import EVENT_NAME, GRPC_OPTIONS, Figure, ScenarioResult, event_data, metadata, percentiles, progress
+from bench.common import (
+    EVENT_NAME,
+    GRPC_OPTIONS,
+    Figure,
+    ScenarioResult,
+    event_data,
+    machine_cpu_seconds,
+    metadata,
+    percentiles,
+    progress,
+)
 
 if TYPE_CHECKING:
     from bench.run import Bench
@@ -329,8 +339,10 @@ def run_fanout(bench: "Bench", transport: str, subscribers: int, rate: float, du
             child.send("go")
         time.sleep(0.5)
         publisher.send("go")
+        machine_before, began = machine_cpu_seconds(), time.perf_counter()
         progress(f"publishing {rate:g} events/s for {duration:g} s to {subscribers:,} {transport} subscribers")
         published = publisher.receive("result", duration * 3 + 60)
+        machine_after, wall = machine_cpu_seconds(), time.perf_counter() - began
         for child in children:
             child.send("finish", {"expected": published["offsets"], "drain_seconds": bench.mode.drain})
         results = [child.receive("result", bench.mode.drain + 300) for child in children]
@@ -370,6 +382,8 @@ def run_fanout(bench: "Bench", transport: str, subscribers: int, rate: float, du
         "connect_seconds": max((ready or {}).get("connect_seconds", 0) for ready in readies),
         "drain_waited_s": max(result["drain_waited_s"] for result in results),
         "drain_s": bench.mode.drain,
+        # While publishing: of the machine's cores, how many were busy and how many the hypervisor took.
+        "machine_cores": {key: round((machine_after[key] - machine_before[key]) / wall, 2) for key in machine_after},
     }
 
 
@@ -378,7 +392,8 @@ def _latency_figures(scenario: str, label: str, run: dict[str, Any], check_order
     p99 = latency["p99"]
     note = (
         f"{run['subscribers']:,} subscribers x {run['publish_rate']:.1f} events/s = {run['offered_deliveries_per_s']:,.0f} deliveries/s offered; "
-        f"p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])}, max {_ms(latency['max'])}"
+        f"p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])}, max {_ms(latency['max'])}; "
+        f"machine busy {run['machine_cores']['busy']:.2f} cores, stolen {run['machine_cores']['steal']:.2f}"
     )
     figures = [
         Figure(

@@ -165,8 +165,11 @@ def psycopg_insert(
 
 
 def cpu_note(result: dict[str, Any]) -> str:
-    """``CPU cores: grpc server 0.91, load generator 0.31``: one Python process tops out near 1."""
-    return "CPU cores: " + ", ".join(f"{name} {cores:.2f}" for name, cores in sorted(result["cpu_cores"].items()))
+    """``CPU cores: grpc server 0.91, load generator 0.31 (machine busy 1.62, stolen 0.00)``: one
+    Python process tops out near 1 core; stolen cores went to other virtual machines."""
+    cores = ", ".join(f"{name} {cores:.2f}" for name, cores in sorted(result["cpu_cores"].items()))
+    machine = result["machine_cores"]
+    return f"CPU cores: {cores} (machine busy {machine['busy']:.2f}, stolen {machine['steal']:.2f})"
 
 
 def measure(bench: "Bench", child: Child, timeout: float) -> dict[str, Any]:
