@@ -54,17 +54,17 @@ def to_canonical(event: StoredEvent) -> dict[str, Any]:
 
 
 # Canonical JSON text of recent events: a live event goes to every subscriber of its topic, and is
-# serialized once per process rather than once per subscriber.
-_canonical_text: dict[tuple[str, int, uuid.UUID], str] = {}
+# serialized once per process rather than once per subscriber. Keyed by the event itself (all its
+# fields): a topic deleted and created again reuses offsets, and even an eventId.
+_canonical_text: dict[StoredEvent, str] = {}
 _CANONICAL_TEXT_MAX = 10_000
 
 
 def canonical_json(event: StoredEvent) -> str:
     """``to_canonical(event)`` as JSON text, memoized for recently seen events."""
-    key = (event.topic_name, event.offset, event.event_id)
-    text = _canonical_text.get(key)
+    text = _canonical_text.get(event)
     if text is None:
         if len(_canonical_text) >= _CANONICAL_TEXT_MAX:
             _canonical_text.clear()
-        text = _canonical_text[key] = json.dumps(to_canonical(event), ensure_ascii=False)
+        text = _canonical_text[event] = json.dumps(to_canonical(event), ensure_ascii=False)
     return text

@@ -128,6 +128,32 @@ def wire_of(event: StoredEvent) -> bytes:
     return event.wire if event.wire is not None else encode_wire(event)
 
 
+# Live events serialized once per process, not once per stream: 200 streams of a topic send the
+# same bytes (see event_bytes). Keyed and bounded like events.canonical's memo of the WebSocket JSON.
+_event_bytes: dict[StoredEvent, bytes] = {}
+_EVENT_BYTES_MAX = 10_000
+
+
+def event_bytes(event: StoredEvent) -> bytes:
+    """``event_message(event).SerializeToString()``, the message a StreamEvents stream sends: the
+    wire form without its ``events`` key and length. Memoized for recently seen events."""
+    encoded = _event_bytes.get(event)
+    if encoded is None:
+        wire = wire_of(event)
+        if len(_event_bytes) >= _EVENT_BYTES_MAX:
+            _event_bytes.clear()
+        encoded = _event_bytes[event] = wire[1 + _varint_size(wire, 1) :]
+    return encoded
+
+
+def _varint_size(data: bytes, start: int) -> int:
+    """How many bytes the varint at ``data[start]`` takes (the last has its high bit clear)."""
+    end = start
+    while data[end] & 0x80:
+        end += 1
+    return end - start + 1
+
+
 def events_response(events: list[StoredEvent]) -> bytes:
     """A serialized ``PublishEventsResponse`` (or the events part of a ``PullEventsResponse``)."""
     return b"".join([wire_of(event) for event in events])

@@ -1,7 +1,6 @@
 """What every RPC shares: the token check and the mapping of service errors to gRPC status codes."""
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -55,18 +54,8 @@ async def abort_with(context: grpc.aio.ServicerContext, error: EventRelayError) 
 
 
 def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ``EventRelayError`` raised by a servicer method (unary or streaming) into its status."""
-    if inspect.isasyncgenfunction(method):
-
-        @functools.wraps(method)
-        async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                async for message in method(self, request, context):
-                    yield message
-            except EventRelayError as error:
-                await abort_with(context, error)
-
-        return streaming
+    """Turn ``EventRelayError`` raised by a unary servicer method into its status (StreamEvents
+    maps its own: a wrapping generator would cost a step per message)."""
 
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -29,9 +29,9 @@ def _serialize(response: Any) -> bytes:
 
 
 def events_handler(servicer: EventsServicer) -> grpc.GenericRpcHandler:
-    """The generated ``add_EventsServicer_to_server``, except that PublishEvents and PullEvents
-    answer with bytes they have already serialized (their events' stored wire forms, events.wire)
-    rather than messages for grpc to serialize."""
+    """The generated ``add_EventsServicer_to_server``, except that every Events method answers with
+    bytes it has already serialized (its events' wire forms, events.wire) rather than messages for
+    grpc to serialize."""
     return grpc.method_handlers_generic_handler(
         "eventrelay.v1.Events",
         {
@@ -48,7 +48,7 @@ def events_handler(servicer: EventsServicer) -> grpc.GenericRpcHandler:
             "StreamEvents": grpc.unary_stream_rpc_method_handler(
                 servicer.StreamEvents,
                 request_deserializer=pb.StreamEventsRequest.FromString,
-                response_serializer=pb.Event.SerializeToString,
+                response_serializer=_serialize,
             ),
         },
     )
