@@ -17,6 +17,7 @@ from typing import Any
 from eventrelay.auth import Principal, require_write
 from eventrelay.db import run_sync
 from eventrelay.errors import EventRelayError
+from events import live
 from events.canonical import StoredEvent
 from events.services import Batch, BatchResult, store_batches
 from events.validation import EventsToValidate
@@ -60,16 +61,25 @@ class TopicCommitter:
         try:
             while self.queue:
                 group = self._take_group()
-                committed: list[list[BatchResult]] = []
+                committed: list[tuple[list[BatchResult], list[StoredEvent]]] = []
                 try:
-                    # The callers are answered after the announcement, not while it is sent: twice
-                    # measured, answering first was followed by this process's stream fan-out
-                    # falling seconds behind (not understood yet; see docs/benchmarks.md).
-                    await run_sync(store_batches, self.topic_name, [batch for batch, _ in group], committed.append)
+                    await run_sync(
+                        store_batches,
+                        self.topic_name,
+                        [batch for batch, _ in group],
+                        lambda results, new_events, committed=committed: committed.append((results, new_events)),
+                        live_announced=True,
+                    )
+                    # The live hub is told from here rather than from the storing thread (fewer
+                    # hand-offs), and before the callers are answered, not while: twice measured,
+                    # answering first was followed by this process's stream fan-out falling
+                    # seconds behind (not understood yet; see docs/benchmarks.md).
+                    if committed[0][1]:
+                        await live.announce(self.topic_name, committed[0][1])
                 except BaseException as error:
                     if committed:  # stored: a failure after the commit is not the callers'
                         logger.error("after committing to '%s'", self.topic_name, exc_info=error)
-                        _settle(group, committed[0])
+                        _settle(group, committed[0][0])
                     else:  # the whole group failed (topic gone, database down)
                         for _, future in group:
                             if not future.done():
@@ -77,7 +87,7 @@ class TopicCommitter:
                     if not isinstance(error, Exception):
                         raise
                     continue
-                _settle(group, committed[0])
+                _settle(group, committed[0][0])
         finally:
             self.draining = False
 

@@ -66,7 +66,9 @@ BatchResult = list[StoredEvent] | EventRelayError
 def store_batches(
     topic_name: str,
     batches: list[Batch],
-    on_committed: Callable[[list[BatchResult]], None] | None = None,
+    on_committed: Callable[[list[BatchResult], list[StoredEvent]], None] | None = None,
+    *,
+    live_announced: bool = False,
 ) -> list[BatchResult]:
     """Store several batches of one topic in ONE transaction (group commit).
 
@@ -75,8 +77,9 @@ def store_batches(
     refused batch is stored. Offsets are assigned in batch order under the topic row lock, exactly
     as if the batches had been published one by one. Raises ``NotFound`` (for every batch) when the
     topic does not exist. The new events are announced (``events_committed``) once the
-    transaction, or the caller's outer one, commits; ``on_committed(results)`` is called then too,
-    just before the announcement, so a caller whose announcement fails still knows what it stored.
+    transaction, or the caller's outer one, commits; ``on_committed(results, new_events)`` is
+    called then too, just before the announcement, so a caller whose announcement fails still knows
+    what it stored. ``live_announced``: the caller announces the new events to the live hub itself.
 
     Almost every publish is valid and carries only new eventIds, so the first attempt writes while
     it validates and without looking the ids up: the unique index on ``event_id`` checks them during
@@ -103,9 +106,9 @@ def store_batches(
         results[index] = result
     # (on_commit runs these at once, in this order, when no outer transaction is open.)
     if on_committed is not None:
-        transaction.on_commit(lambda: on_committed(results))  # type: ignore[arg-type]  # all set now
+        transaction.on_commit(lambda: on_committed(results, inserted))  # type: ignore[arg-type]  # all set now
     if inserted:
-        transaction.on_commit(lambda: announce(topic_name, inserted))
+        transaction.on_commit(lambda: announce(topic_name, inserted, live_announced=live_announced))
     return results  # type: ignore[return-value]  # every batch has its result now
 
 
@@ -126,9 +129,9 @@ def _validated(position: int, events: EventsToValidate | list[NewEvent]) -> Iter
         raise _BatchRefused(position, error) from None
 
 
-def announce(topic_name: str, events: list[StoredEvent]) -> None:
+def announce(topic_name: str, events: list[StoredEvent], *, live_announced: bool = False) -> None:
     """Tell the live hub and webhook delivery about committed events (ascending offsets)."""
-    events_committed.send(sender=StoredEvent, topic_name=topic_name, events=events)
+    events_committed.send(sender=StoredEvent, topic_name=topic_name, events=events, live_announced=live_announced)
 
 
 def _store_batches(

@@ -132,6 +132,34 @@ def test_a_failure_after_the_commit_does_not_turn_stored_events_into_an_error(
     assert "receiver broke" in caplog.text and "after committing to 'orders'" in caplog.text
 
 
+def test_a_group_committed_publish_is_announced_to_the_live_hub_once(transactional_db, make_topic, admin):
+    # Announced from the committer's event loop; the live hub's signal receiver must leave it alone.
+    from channels.layers import get_channel_layer
+
+    from events.live import group_name
+
+    make_topic("orders")
+
+    async def notifications_of_one_publish():
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(group_name("orders"), channel)
+        try:
+            await group_commit.publish(admin, "orders", [{"name": "a", "data": 1}, {"name": "b", "data": 2}], "grpc")
+            received = [await asyncio.wait_for(layer.receive(channel), 5)]
+            try:
+                received.append(await asyncio.wait_for(layer.receive(channel), 1))
+            except TimeoutError:
+                pass
+            return received
+        finally:
+            await layer.group_discard(group_name("orders"), channel)
+            await _drained("orders")
+
+    received = in_a_fresh_loop(notifications_of_one_publish)
+    assert [(message["first"], message["last"]) for message in received] == [(1, 2)]
+
+
 def in_a_fresh_loop(make_coroutine):
     """``asyncio.run`` with the loop's threads reduced to one, whose database connection is closed
     at the end (left open, it would keep the test database from being dropped)."""
