@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import ScenarioResult, metadata, progress
+from bench.common import ScenarioResult, machine_cpu_seconds, metadata, progress
 from bench.stack import DEFAULT_DATABASE_URL, REPO, Stack
 
 
@@ -150,6 +150,23 @@ class Bench:
                 conn.execute("CHECKPOINT")
         except psycopg.Error as error:
             progress(f"CHECKPOINT refused ({error}); measurements may pay for earlier writes")
+        self.wait_for_quiet()
+
+    def wait_for_quiet(self, busy_below: float = 0.3, longest: float = 60.0) -> float:
+        """Wait (at most ``longest`` seconds) until the machine has been nearly idle for half a
+        second: fewer than ``busy_below`` cores busy. A scenario that overloads a process (5,000
+        WebSocket subscribers) can leave it working after its own measurement has ended, and the
+        next measurement would pay for it. Returns the seconds waited."""
+        started = time.monotonic()
+        while True:
+            before = machine_cpu_seconds()
+            time.sleep(0.5)
+            busy = (machine_cpu_seconds()["busy"] - before["busy"]) / 0.5
+            waited = time.monotonic() - started
+            if busy < busy_below or waited >= longest:
+                if waited > 2:
+                    progress(f"waited {waited:.0f} s for the machine to quiet down ({busy:.2f} cores busy)")
+                return waited
 
     def baseline_table(self, name: str, topic: str) -> str:
         """An empty table identical to ``topic``'s events table (columns, defaults, indexes)."""
