@@ -150,7 +150,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
             # Subscribing again (say, after slow_consumer) replaces the subscription.
             previous.cancel()
         await self._send_json({"type": "subscribed", "topic": key, "offset": topic.last_offset})
-        self.subscriptions[key] = asyncio.create_task(self._forward(ref, from_offset))
+        # Without fromOffset, every event after the offset just reported is owed, including one
+        # committed before the live feed is attached below (a publish can land in between).
+        start = from_offset if from_offset is not None else topic.last_offset + 1
+        self.subscriptions[key] = asyncio.create_task(self._forward(ref, start))
 
     async def _unsubscribe(self, frame: dict[str, Any]) -> None:
         ref = TopicRef.parse(frame.get("topic"))

@@ -286,6 +286,23 @@ async def test_a_live_subscription_without_from_offset_gets_only_new_events(admi
     assert [event["data"] for event in received] == [{"new": n} for n in range(10)]
 
 
+async def test_without_from_offset_every_event_after_the_subscribed_offset_arrives_even_one_published_at_once(
+    admin_client, web_server, topics
+):
+    # Published the moment "subscribed" arrives, while the server is still attaching the live feed:
+    # the reply's offset is a promise, so event 4 must come, not only the events after the attach.
+    topic = topics("liveimmediate")
+    admin_client.publish(topic, *[{"old": n} for n in range(3)])
+
+    async with ws_connect(web_server.ws_url, token_for(topic)) as client:
+        subscribed = await client.subscribe(topic)
+        published = await asyncio.to_thread(admin_client.publish, topic, *[{"new": n} for n in range(5)])
+        received = await client.events_through(topic, published[-1].offset)
+
+    assert subscribed["offset"] == 3
+    assert offsets_of(received) == [4, 5, 6, 7, 8]
+
+
 # --- Replay-then-live seam -------------------------------------------------------------------------
 
 
