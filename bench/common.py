@@ -68,6 +68,11 @@ def machine_cpu_seconds() -> dict[str, float]:
     return {"busy": (user + nice + system + irq + softirq) / tick, "steal": steal / tick}
 
 
+def cores_used(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
+    """CPU seconds read before and after ``wall`` seconds (per key), as cores used in between."""
+    return {key: round((after[key] - before[key]) / wall, 2) for key in after}
+
+
 async def timed_loop(
     op: Callable[[int], Awaitable[int]],
     concurrency: int,
@@ -117,9 +122,9 @@ async def timed_loop(
         "events_per_s": count / elapsed if elapsed > 0 else 0.0,
         "calls": len(latencies),
         "call_ms": percentiles(latencies),
-        "cpu_cores": {name: round((cpu_seconds(pid) - cpu_before[name]) / wall, 2) for name, pid in pids.items()},
+        "cpu_cores": cores_used(cpu_before, {name: cpu_seconds(pid) for name, pid in pids.items()}, wall),
         # Of the machine's os.cpu_count() cores: how many were busy, and how many the hypervisor took.
-        "machine_cores": {key: round((machine_after[key] - machine_before[key]) / wall, 2) for key in machine_after},
+        "machine_cores": cores_used(machine_before, machine_after, wall),
     }
 
 

@@ -5,6 +5,7 @@ PostgreSQL gave back, so gRPC can pass them through untouched; :func:`to_canonic
 the JSON transports (WebSocket, REST, webhooks). Every transport uses this one function.
 """
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -53,18 +54,10 @@ def to_canonical(event: StoredEvent) -> dict[str, Any]:
     }
 
 
-# Canonical JSON text of recent events: a live event goes to every subscriber of its topic, and is
-# serialized once per process rather than once per subscriber. Keyed by the event itself (all its
-# fields): a topic deleted and created again reuses offsets, and even an eventId.
-_canonical_text: dict[StoredEvent, str] = {}
-_CANONICAL_TEXT_MAX = 10_000
-
-
+# A live event goes to every subscriber of its topic: its JSON text is built once per process rather
+# than once per subscriber. Keyed by the event itself (all its fields): a topic deleted and created
+# again reuses offsets, and even an eventId.
+@functools.lru_cache(maxsize=10_000)
 def canonical_json(event: StoredEvent) -> str:
     """``to_canonical(event)`` as JSON text, memoized for recently seen events."""
-    text = _canonical_text.get(event)
-    if text is None:
-        if len(_canonical_text) >= _CANONICAL_TEXT_MAX:
-            _canonical_text.clear()
-        text = _canonical_text[event] = json.dumps(to_canonical(event), ensure_ascii=False)
-    return text
+    return json.dumps(to_canonical(event), ensure_ascii=False)

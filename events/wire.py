@@ -10,6 +10,7 @@ stored (offsets are assigned then), and PostgreSQL concatenates a page of them (
 Rows stored before the column existed have no ``wire``; they are encoded here when read.
 """
 
+import functools
 from datetime import UTC, datetime
 
 from google.protobuf.internal.encoder import _VarintBytes
@@ -129,21 +130,13 @@ def wire_of(event: StoredEvent) -> bytes:
 
 
 # Live events serialized once per process, not once per stream: 200 streams of a topic send the
-# same bytes (see event_bytes). Keyed and bounded like events.canonical's memo of the WebSocket JSON.
-_event_bytes: dict[StoredEvent, bytes] = {}
-_EVENT_BYTES_MAX = 10_000
-
-
+# same bytes. Memoized like events.canonical's WebSocket JSON (keyed by the whole event).
+@functools.lru_cache(maxsize=10_000)
 def event_bytes(event: StoredEvent) -> bytes:
     """``event_message(event).SerializeToString()``, the message a StreamEvents stream sends: the
     wire form without its ``events`` key and length. Memoized for recently seen events."""
-    encoded = _event_bytes.get(event)
-    if encoded is None:
-        wire = wire_of(event)
-        if len(_event_bytes) >= _EVENT_BYTES_MAX:
-            _event_bytes.clear()
-        encoded = _event_bytes[event] = wire[1 + _varint_size(wire, 1) :]
-    return encoded
+    wire = wire_of(event)
+    return wire[1 + _varint_size(wire, 1) :]
 
 
 def _varint_size(data: bytes, start: int) -> int:

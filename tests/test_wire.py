@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from eventrelay.v1 import eventrelay_pb2 as pb
-from events import wire
 from events.canonical import StoredEvent, canonical_json
 from events.wire import encode_wire, event_bytes, event_message, events_response, pull_response
 
@@ -74,9 +73,9 @@ def test_a_streamed_event_is_sent_as_the_message_protobuf_serializes(overrides):
     # key and length: the length takes 1 to 3 bytes across these cases.
     event = stored_event(**overrides)
     expected = event_message(event).SerializeToString()
-    wire._event_bytes.clear()
+    event_bytes.cache_clear()
     assert event_bytes(event) == expected
-    wire._event_bytes.clear()
+    event_bytes.cache_clear()
     assert event_bytes(dataclasses.replace(event, wire=encode_wire(event))) == expected
 
 

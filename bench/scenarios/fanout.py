@@ -30,6 +30,7 @@ from bench.common import (
     GRPC_OPTIONS,
     Figure,
     ScenarioResult,
+    cores_used,
     event_data,
     machine_cpu_seconds,
     metadata,
@@ -383,7 +384,7 @@ def run_fanout(bench: "Bench", transport: str, subscribers: int, rate: float, du
         "drain_waited_s": max(result["drain_waited_s"] for result in results),
         "drain_s": bench.mode.drain,
         # While publishing: of the machine's cores, how many were busy and how many the hypervisor took.
-        "machine_cores": {key: round((machine_after[key] - machine_before[key]) / wall, 2) for key in machine_after},
+        "machine_cores": cores_used(machine_before, machine_after, wall),
     }
 
 
