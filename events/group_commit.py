@@ -20,7 +20,7 @@ from eventrelay.errors import EventRelayError
 from events import live
 from events.canonical import StoredEvent
 from events.services import Batch, BatchResult, store_batches
-from events.validation import EventsToValidate
+from events.validation import EventsToValidate, EventValidator
 from topics.refs import TopicRef
 
 logger = logging.getLogger(__name__)
@@ -103,14 +103,21 @@ class TopicCommitter:
 _committers: dict[tuple[int, str], TopicCommitter] = {}
 
 
-async def publish(principal: Principal, topic_ref: TopicRef | str, raw_events: Any, source: str) -> list[StoredEvent]:
+async def publish(
+    principal: Principal,
+    topic_ref: TopicRef | str,
+    raw_events: Any,
+    source: str,
+    validator: EventValidator | None = None,
+) -> list[StoredEvent]:
     """The async ``events.services.publish``: same validation and authorization, group-committed.
 
-    The events are validated in the transaction's thread as they are written (``EventsToValidate``);
-    an invalid one refuses this caller's batch alone, the rest of the group is stored."""
+    The events are validated in the transaction's thread as they are written (``EventsToValidate``,
+    with ``validator`` for items that are not dicts); an invalid one refuses this caller's batch
+    alone, the rest of the group is stored."""
     ref = topic_ref if isinstance(topic_ref, TopicRef) else TopicRef.parse(topic_ref)
     require_write(principal, ref)
-    new_events = EventsToValidate(raw_events)
+    new_events = EventsToValidate(raw_events, validator)
     key = (id(asyncio.get_running_loop()), ref.name)
     committer = _committers.get(key)
     if committer is None:

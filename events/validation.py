@@ -8,7 +8,7 @@ batch, 256 KiB per event, 16 MiB per request).
 import json
 import math
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +60,10 @@ def _utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
+# (item of a batch, "events[i]", the time events without eventOccurredAt occurred, the event size limit)
+EventValidator = Callable[[Any, str, datetime, int], tuple[NewEvent, int]]
+
+
 def validate_batch(raw_events: object) -> list[NewEvent]:
     """Validate a list of producer events (canonical camelCase dicts) and return them ready to store."""
     return EventsToValidate(raw_events).validated()
@@ -74,9 +78,13 @@ class EventsToValidate:
     on different cores). The first invalid event raises its error, which aborts the transaction:
     nothing of the batch is stored, exactly as if it had been validated first. The batch's shape
     (a non-empty list within the event limit) is checked when this is built.
+
+    ``validator`` turns one item of ``raw_events`` into a ``NewEvent`` and its size: by default
+    :func:`validate_event`, for dicts; a transport with typed messages passes its own, which calls
+    :func:`validate_fields` (``grpc_api.convert.validate_message``).
     """
 
-    def __init__(self, raw_events: object) -> None:
+    def __init__(self, raw_events: object, validator: "EventValidator | None" = None) -> None:
         if not isinstance(raw_events, Sequence) or isinstance(raw_events, str | bytes):
             raise InvalidInput("events must be a list of event objects", field="events")
         if not raw_events:
@@ -87,6 +95,7 @@ class EventsToValidate:
         self._raw_events = raw_events
         self._received_at = timezone.now()  # events without eventOccurredAt occurred now
         self._validated: list[NewEvent] | None = None
+        self._validate_event = validator if validator is not None else validate_event
 
     def __len__(self) -> int:
         return len(self._raw_events)
@@ -107,7 +116,7 @@ class EventsToValidate:
         max_request_bytes = settings.ER_MAX_REQUEST_BYTES
         validated, total = [], 0
         for index, raw in enumerate(self._raw_events):
-            event, size = _validate_event(raw, f"events[{index}]", self._received_at, max_event_bytes)
+            event, size = self._validate_event(raw, f"events[{index}]", self._received_at, max_event_bytes)
             validated.append(event)
             total += size
             yield event
@@ -118,7 +127,8 @@ class EventsToValidate:
         self._validated = validated
 
 
-def _validate_event(raw: object, where: str, now: datetime, max_event_bytes: int) -> tuple[NewEvent, int]:
+def validate_event(raw: object, where: str, now: datetime, max_event_bytes: int) -> tuple[NewEvent, int]:
+    """One producer event (a canonical camelCase dict) validated, with its size; errors name ``where``."""
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where}: must be a JSON object", field=where)
     for key in raw:
@@ -127,22 +137,41 @@ def _validate_event(raw: object, where: str, now: datetime, max_event_bytes: int
         if key not in PRODUCER_FIELDS:
             allowed = ", ".join(sorted(PRODUCER_FIELDS))
             raise InvalidInput(f"{where}.{key}: unknown field (allowed: {allowed})", field=f"{where}.{key}")
-
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidInput(f"{where}.name: is required and must be a non-empty string", field=f"{where}.name")
-    if len(name) > NAME_MAX_LENGTH:
-        raise InvalidInput(
-            f"{where}.name: is {len(name)} characters long; at most {NAME_MAX_LENGTH} are allowed",
-            field=f"{where}.name",
-        )
-    _check_storable_text(name, f"{where}.name")
-
     if "data" not in raw:
+        _check_name(raw.get("name"), where)  # the first problem of the event is named first
         raise InvalidInput(f"{where}.data: is required", field=f"{where}.data")
-    data_json = _json_text(raw["data"], f"{where}.data")
+    return validate_fields(
+        where,
+        now,
+        max_event_bytes,
+        name=raw.get("name"),
+        data=raw["data"],
+        context=raw.get("context"),
+        event_id=raw.get("eventId"),
+        user_id=raw.get("userId"),
+        occurred_at=raw.get("eventOccurredAt"),
+    )
 
-    context = raw.get("context")
+
+def validate_fields(
+    where: str,
+    now: datetime,
+    max_event_bytes: int,
+    *,
+    name: object,
+    data: object,
+    context: object,
+    event_id: object,
+    user_id: object,
+    occurred_at: object,
+) -> tuple[NewEvent, int]:
+    """An event's fields, however its transport carried them, validated into a ``NewEvent`` with its
+    size. ``data`` is present (a transport checks that); ``None`` or ``""`` elsewhere means "not
+    given". gRPC calls this straight from its messages (``grpc_api.convert``), without building the
+    dict that :func:`validate_event` checks first."""
+    _check_name(name, where)
+    data_json = _json_text(data, f"{where}.data")
+
     if context is None:
         context_json = "{}"
     elif not isinstance(context.value if isinstance(context, JSONText) else context, dict):
@@ -151,10 +180,10 @@ def _validate_event(raw: object, where: str, now: datetime, max_event_bytes: int
         context_json = _json_text(context, f"{where}.context")
 
     event = NewEvent(
-        event_id=_parse_event_id(raw.get("eventId"), f"{where}.eventId"),
-        name=name,
-        user_id=_parse_user_id(raw.get("userId"), f"{where}.userId"),
-        event_occurred_at=_parse_occurred_at(raw.get("eventOccurredAt"), f"{where}.eventOccurredAt", now),
+        event_id=_parse_event_id(event_id, where),
+        name=name,  # type: ignore[arg-type]  # checked by _check_name
+        user_id=_parse_user_id(user_id, where),
+        event_occurred_at=_parse_occurred_at(occurred_at, where, now),
         context_json=context_json,
         data_json=data_json,
     )
@@ -164,6 +193,17 @@ def _validate_event(raw: object, where: str, now: datetime, max_event_bytes: int
             f"{where}.data: event is {size} bytes; at most {max_event_bytes} are allowed", field=f"{where}.data"
         )
     return event, size
+
+
+def _check_name(name: object, where: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"{where}.name: is required and must be a non-empty string", field=f"{where}.name")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidInput(
+            f"{where}.name: is {len(name)} characters long; at most {NAME_MAX_LENGTH} are allowed",
+            field=f"{where}.name",
+        )
+    _check_storable_text(name, f"{where}.name")
 
 
 def parse_json_text(text: str, where: str) -> JSONText:
@@ -240,9 +280,10 @@ def _check_storable_text(text: str, where: str) -> None:
     _check_utf8(text, where)
 
 
-def _parse_event_id(raw: object, where: str) -> uuid.UUID:
+def _parse_event_id(raw: object, event_where: str) -> uuid.UUID:
     if raw is None or raw == "":
         return uuid.uuid4()
+    where = f"{event_where}.eventId"
     if not isinstance(raw, str):
         raise InvalidInput(f"{where}: must be a UUID string", field=where)
     try:
@@ -251,9 +292,10 @@ def _parse_event_id(raw: object, where: str) -> uuid.UUID:
         raise InvalidInput(f"{where}: {raw!r} is not a UUID", field=where) from None
 
 
-def _parse_user_id(raw: object, where: str) -> str | None:
+def _parse_user_id(raw: object, event_where: str) -> str | None:
     if raw is None or raw == "":
         return None
+    where = f"{event_where}.userId"
     if not isinstance(raw, str):
         raise InvalidInput(f"{where}: must be a string", field=where)
     if len(raw) > USER_ID_MAX_LENGTH:
@@ -264,9 +306,10 @@ def _parse_user_id(raw: object, where: str) -> str | None:
     return raw
 
 
-def _parse_occurred_at(raw: object, where: str, now: datetime) -> datetime:
+def _parse_occurred_at(raw: object, event_where: str, now: datetime) -> datetime:
     if raw is None or raw == "":
         return now
+    where = f"{event_where}.eventOccurredAt"
     if isinstance(raw, datetime):
         moment = raw
     elif isinstance(raw, str):

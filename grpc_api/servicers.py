@@ -13,7 +13,7 @@ from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import group_commit, live
 from events.services import pull_wire
 from events.wire import event_bytes, events_response
-from grpc_api.convert import NewEventMessages, topic_message
+from grpc_api.convert import topic_message, validate_message
 from grpc_api.handlers import abort_with, principal_of, rpc
 from topics.refs import TopicRef
 from topics.services import create_topic_as, delete_topic_as, list_topics_as
@@ -43,9 +43,9 @@ class EventsServicer(pb_grpc.EventsServicer):
     async def PublishEvents(self, request: pb.PublishEventsRequest, context: Context) -> bytes:
         principal = await principal_of(context)
         ref = TopicRef.parse(request.topic)
-        events = NewEventMessages(request.events)
+        events = request.events
         await ratelimit.acheck("publish", principal.rate_limit_key, cost=len(events))
-        stored = await group_commit.publish(principal, ref, events, "grpc")
+        stored = await group_commit.publish(principal, ref, events, "grpc", validate_message)
         return events_response(stored)  # serialized: see grpc_api.server.events_handler
 
     @rpc

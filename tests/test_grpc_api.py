@@ -538,6 +538,29 @@ def test_an_event_id_that_is_not_a_uuid_is_invalid(admin_client: Client, topics)
     assert "not-a-uuid" in error.details()
 
 
+@pytest.mark.parametrize(
+    ("event", "field", "says"),
+    [
+        (pb.NewEvent(name="e" * 256, data="1"), "events[1].name", "at most 255"),
+        (pb.NewEvent(name="a\x00b", data="1"), "events[1].name", "NUL"),
+        (pb.NewEvent(name="e", user_id="u" * 256, data="1"), "events[1].userId", "at most 255"),
+        (pb.NewEvent(name="e", data='"' + "x" * 300 * 1024 + '"'), "events[1].data", "bytes; at most"),
+        (pb.NewEvent(name="e", data="1", context="[1]"), "events[1].context", "JSON object"),
+    ],
+)
+def test_each_field_of_a_grpc_event_is_checked_and_named(admin_client: Client, topics, event, field, says) -> None:
+    # gRPC messages are validated field by field, without the producer dict of the other
+    # transports (grpc_api.convert.validate_message): every rule must still apply to them.
+    name = topics("fields")
+
+    error = rpc_error(lambda: publish_events(admin_client, name, pb.NewEvent(name="ok", data="0"), event))
+
+    assert error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert field in error.details()
+    assert says in error.details()
+    assert last_offset_of(admin_client, name) == 0
+
+
 def test_an_empty_batch_is_invalid(admin_client: Client, topics) -> None:
     name = topics("empty")
 
