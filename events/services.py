@@ -248,7 +248,7 @@ class _RowWriter:
         if topic_and_source is None:
             topic_and_source = self._topic_and_source[ref, source] = topic_and_source_fields(str(ref), source)
         topic_id = ref.id or ""
-        event_id = str(event.event_id)
+        event_id = event.event_id_text
         wire = wire_from_fields(
             offset,
             event_id,

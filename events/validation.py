@@ -7,11 +7,11 @@ batch, 256 KiB per event, 16 MiB per request).
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from django.conf import settings
@@ -25,8 +25,7 @@ NAME_MAX_LENGTH = 255
 USER_ID_MAX_LENGTH = 255
 
 
-@dataclass(frozen=True, slots=True)
-class JSONText:
+class JSONText(NamedTuple):
     """A JSON value that arrived as text (gRPC's ``data``/``context``) and was parsed to check it.
 
     The transport parses with :func:`parse_json_text`, which refuses what PostgreSQL's ``json``
@@ -39,9 +38,11 @@ class JSONText:
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """One validated event, ready to store. ``context_json``/``data_json`` are compact JSON text."""
+class NewEvent(NamedTuple):
+    """One validated event, ready to store. ``context_json``/``data_json`` are compact JSON text.
+
+    (This and ``JSONText`` are named tuples rather than frozen dataclasses: immutable all the same,
+    and built in half the time, which counts at two of them per event of a 1,000-event batch.)"""
 
     event_id: uuid.UUID
     name: str
@@ -49,6 +50,7 @@ class NewEvent:
     event_occurred_at: datetime
     context_json: str
     data_json: str
+    event_id_text: str  # str(event_id), kept from the producer's text when that is already canonical
 
     @property
     def size(self) -> int:
@@ -179,13 +181,15 @@ def validate_fields(
     else:
         context_json = _json_text(context, f"{where}.context")
 
+    parsed_id, event_id_text = _parse_event_id(event_id, where)
     event = NewEvent(
-        event_id=_parse_event_id(event_id, where),
+        event_id=parsed_id,
         name=name,  # type: ignore[arg-type]  # checked by _check_name
         user_id=_parse_user_id(user_id, where),
         event_occurred_at=_parse_occurred_at(occurred_at, where, now),
         context_json=context_json,
         data_json=data_json,
+        event_id_text=event_id_text,
     )
     size = event.size
     if size > max_event_bytes:
@@ -280,16 +284,25 @@ def _check_storable_text(text: str, where: str) -> None:
     _check_utf8(text, where)
 
 
-def _parse_event_id(raw: object, event_where: str) -> uuid.UUID:
+def _parse_event_id(raw: object, event_where: str) -> tuple[uuid.UUID, str]:
+    """The eventId and its canonical text (lowercase, dashed), which the stored row and the wire
+    form need: the producer's own text when it is canonical already, as most are."""
     if raw is None or raw == "":
-        return uuid.uuid4()
+        event_id = uuid.uuid4()
+        return event_id, str(event_id)
     where = f"{event_where}.eventId"
     if not isinstance(raw, str):
         raise InvalidInput(f"{where}: must be a UUID string", field=where)
     try:
-        return uuid.UUID(raw)
+        event_id = uuid.UUID(raw)
     except ValueError:
         raise InvalidInput(f"{where}: {raw!r} is not a UUID", field=where) from None
+    # uuid.UUID also takes braces, "urn:uuid:", upper case, dashes anywhere, and whatever int()
+    # takes (underscores, non-ASCII digits): only text of exactly the canonical shape is kept.
+    return event_id, raw if _CANONICAL_UUID.fullmatch(raw) else str(event_id)
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _parse_user_id(raw: object, event_where: str) -> str | None:

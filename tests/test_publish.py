@@ -9,8 +9,9 @@ from django.db import connection
 from django.test import override_settings
 
 from eventrelay.errors import AlreadyExists, Forbidden, InvalidInput, NotFound, TooLarge
+from eventrelay.v1 import eventrelay_pb2 as pb
 from events.canonical import to_canonical
-from events.services import publish, pull
+from events.services import publish, pull, pull_wire
 from topics.models import Topic
 
 
@@ -264,3 +265,25 @@ def test_publishing_to_an_unknown_topic_is_not_found(db, admin):
 def test_an_invalid_topic_reference_is_rejected_before_anything_else(db, admin):
     with pytest.raises(InvalidInput, match="must start with a lowercase letter"):
         publish(admin, "Users", [{"name": "a", "data": 1}], "http")
+
+
+def test_event_ids_in_any_form_uuid_takes_are_stored_and_served_in_canonical_form(users, admin):
+    # The eventId text goes into the stored row and the stored gRPC wire form as sent only when it is
+    # canonical already (events.validation._parse_event_id); every other form must be rewritten.
+    forms = {
+        "upper": "12345678-ABCD-4BCD-8BCD-1234567890AB",
+        "braces": "{22345678-abcd-4bcd-8bcd-1234567890ab}",
+        "urn": "urn:uuid:32345678-abcd-4bcd-8bcd-1234567890ab",
+        "no dashes": "42345678abcd4bcd8bcd1234567890ab",
+        "non-ASCII digit": "\u06f52345678-abcd-4bcd-8bcd-1234567890ab",
+        "canonical": "62345678-abcd-4bcd-8bcd-1234567890ab",
+    }
+    published = publish(
+        admin, "users", [{"eventId": text, "name": name, "data": 1} for name, text in forms.items()], "http"
+    )
+
+    expected = [str(uuid.UUID(text)) for text in forms.values()]
+    assert [str(event.event_id) for event in published] == expected
+    served = pb.PullEventsResponse.FromString(pull_wire(admin, "users", 1, 100))
+    assert [event.event_id for event in served.events] == expected
+    assert [to_canonical(event)["eventId"] for event in pull(admin, "users", 1).events] == expected
