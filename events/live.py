@@ -338,6 +338,18 @@ class LiveHub:
             await asyncio.shield(feed.ready)
         return feed
 
+    async def attach(self, ref: TopicRef) -> Subscription:
+        """Attach a subscriber to the topic's running feed, starting one if needed.
+
+        Taken at the moment of attaching, never earlier: a feed closes when its last subscriber
+        leaves or the hub shuts down, and a subscriber attached to a closed feed would wait forever
+        (one still replaying stored events when that happens must get a new feed, or ``Unavailable``).
+        """
+        while True:
+            feed = await self.feed(ref.name)
+            if not feed.closed:  # it may have closed while this coroutine waited for it to start
+                return feed.attach(ref)
+
     def forget(self, feed: TopicFeed) -> None:
         if self.feeds.get(feed.topic_name) is feed:
             del self.feeds[feed.topic_name]
@@ -373,13 +385,11 @@ async def subscribe(ref: TopicRef, from_offset: int | None = None) -> AsyncItera
     """
     hub = get_hub()
     subscription: Subscription | None = None
-    feed: TopicFeed | None = None
 
     async def events() -> AsyncIterator[StoredEvent]:
-        nonlocal subscription, feed
-        feed = await hub.feed(ref.name)
+        nonlocal subscription
         if from_offset is None:
-            subscription = feed.attach(ref)
+            subscription = await hub.attach(ref)
         else:
             after = max(from_offset, 1) - 1
             # Catch up from the table without buffering live events, while far behind.
@@ -391,7 +401,7 @@ async def subscribe(ref: TopicRef, from_offset: int | None = None) -> AsyncItera
                 if len(page) < READ_PAGE:
                     break
             # Near the head: attach, then replay what is left up to the attach point.
-            subscription = feed.attach(ref)
+            subscription = await hub.attach(ref)
             subscription.delivered_through = after
             while after < subscription.live_from:
                 page = await run_sync(read_events, ref, after=after, limit=READ_PAGE)

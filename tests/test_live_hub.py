@@ -1,0 +1,86 @@
+"""The live hub in this process (real PostgreSQL, real Redis pub/sub): a subscriber still replaying
+stored events when its topic's feed closes must not end up attached to the closed feed."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connections
+
+from eventrelay.auth import Principal
+from eventrelay.db import run_sync
+from eventrelay.errors import Unavailable
+from events import live
+from events.canonical import StoredEvent
+from events.services import publish
+from tests.grpc_client import unique_topic
+from topics.models import Topic
+from topics.refs import TopicRef
+
+pytestmark = pytest.mark.usefixtures("transactional_db")  # the hub reads from its own threads' connections
+
+WAIT = 15  # seconds; far longer than a delivery takes, short enough to fail rather than hang
+
+
+@pytest.fixture(autouse=True)
+async def one_database_thread() -> AsyncIterator[None]:
+    """The loop's database calls (the hub's and ours) on one thread, whose connection is closed at
+    the end: left open, it would keep the test database from being dropped."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(1))
+    yield
+    await live.get_hub().close()
+    await loop.run_in_executor(None, connections.close_all)
+
+
+async def publish_one(admin: Principal, topic: str, n: int) -> StoredEvent:
+    [stored] = await run_sync(publish, admin, topic, [{"name": "n", "data": n}], "http")
+    return stored
+
+
+async def until_attached(topic: str) -> None:
+    hub = live.get_hub()
+    while not (topic in hub.feeds and hub.feeds[topic].subscriptions):
+        await asyncio.sleep(0.01)
+
+
+async def test_a_subscriber_replaying_when_the_last_live_subscriber_leaves_still_gets_live_events(
+    make_topic: Callable[[str], Topic], admin: Principal
+) -> None:
+    topic = unique_topic("hub")
+    await run_sync(make_topic, topic)
+    await publish_one(admin, topic, 1)
+
+    async with live.subscribe(TopicRef(topic), from_offset=1) as replaying:
+        async with live.subscribe(TopicRef(topic)) as live_events:
+            # A live subscriber starts the topic's feed...
+            waiting = asyncio.ensure_future(anext(live_events))
+            await asyncio.wait_for(until_attached(topic), WAIT)
+            # ...a second one is replaying offset 1 from the table, not attached yet...
+            assert (await asyncio.wait_for(anext(replaying), WAIT)).offset == 1
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+        # ...when the live one leaves: the feed has no subscriber left and closes.
+        assert topic not in live.get_hub().feeds
+
+        await publish_one(admin, topic, 2)
+        assert (await asyncio.wait_for(anext(replaying), WAIT)).offset == 2
+        await publish_one(admin, topic, 3)
+        assert (await asyncio.wait_for(anext(replaying), WAIT)).offset == 3
+
+
+async def test_a_subscriber_replaying_when_the_server_shuts_down_is_told_to_resume_elsewhere(
+    make_topic: Callable[[str], Topic], admin: Principal
+) -> None:
+    topic = unique_topic("hub")
+    await run_sync(make_topic, topic)
+    await publish_one(admin, topic, 1)
+
+    async with live.subscribe(TopicRef(topic), from_offset=1) as replaying:
+        assert (await asyncio.wait_for(anext(replaying), WAIT)).offset == 1
+        await live.get_hub().close()
+        with pytest.raises(Unavailable, match="shutting down"):
+            await asyncio.wait_for(anext(replaying), WAIT)
