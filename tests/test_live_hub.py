@@ -40,6 +40,15 @@ async def publish_one(admin: Principal, topic: str, n: int) -> StoredEvent:
     return stored
 
 
+@pytest.fixture
+async def topic(make_topic: Callable[[str], Topic], admin: Principal) -> str:
+    """A new topic holding one event, at offset 1."""
+    name = unique_topic("hub")
+    await run_sync(make_topic, name)
+    await publish_one(admin, name, 1)
+    return name
+
+
 async def until_attached(topic: str) -> None:
     hub = live.get_hub()
     while not (topic in hub.feeds and hub.feeds[topic].subscriptions):
@@ -47,12 +56,8 @@ async def until_attached(topic: str) -> None:
 
 
 async def test_a_subscriber_replaying_when_the_last_live_subscriber_leaves_still_gets_live_events(
-    make_topic: Callable[[str], Topic], admin: Principal
+    topic: str, admin: Principal
 ) -> None:
-    topic = unique_topic("hub")
-    await run_sync(make_topic, topic)
-    await publish_one(admin, topic, 1)
-
     async with live.subscribe(TopicRef(topic), from_offset=1) as replaying:
         async with live.subscribe(TopicRef(topic)) as live_events:
             # A live subscriber starts the topic's feed...
@@ -73,12 +78,8 @@ async def test_a_subscriber_replaying_when_the_last_live_subscriber_leaves_still
 
 
 async def test_a_subscriber_replaying_when_the_server_shuts_down_is_told_to_resume_elsewhere(
-    make_topic: Callable[[str], Topic], admin: Principal
+    topic: str, admin: Principal
 ) -> None:
-    topic = unique_topic("hub")
-    await run_sync(make_topic, topic)
-    await publish_one(admin, topic, 1)
-
     async with live.subscribe(TopicRef(topic), from_offset=1) as replaying:
         assert (await asyncio.wait_for(anext(replaying), WAIT)).offset == 1
         await live.get_hub().close()
