@@ -6,6 +6,7 @@ import sys
 import time
 
 from bench.common import cpu_seconds, machine_cpu_seconds
+from bench.scenarios.publish import budget_note, cores_at_rate
 
 
 def spin(cpu: float) -> None:
@@ -42,3 +43,13 @@ def test_the_machine_counts_a_busy_process_as_busy_cores():
     after = machine_cpu_seconds()
     assert after["busy"] - before["busy"] >= 0.25
     assert after["steal"] >= before["steal"] >= 0
+
+
+def test_the_cores_a_rate_needs_scale_with_the_cpu_each_call_used():
+    # 5,000 calls/s on 1.0 core of server and 0.5 of load generator: 200 and 100 µs a call.
+    measured = {"events_per_s": 5000.0, "cpu_cores": {"grpc server": 1.0, "load generator": 0.5}}
+    needed = cores_at_rate(measured, 9000.0)
+    assert needed == {"grpc server": 1.8, "load generator": 0.9}
+    assert budget_note(needed, 9000.0) == (
+        f"at 9,000/s it would need grpc server 1.80 + load generator 0.90 = 2.70 of this machine's {os.cpu_count()} cores"
+    )

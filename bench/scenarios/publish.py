@@ -13,6 +13,7 @@ it, so reused ids would store nothing).
 
 import asyncio
 import itertools
+import os
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -172,6 +173,21 @@ def cpu_note(result: dict[str, Any]) -> str:
     return f"CPU cores: {cores} (machine busy {machine['busy']:.2f}, stolen {machine['steal']:.2f})"
 
 
+def cores_at_rate(measured: dict[str, Any], rate: float) -> dict[str, float]:
+    """The cores each watched process would need to run ``measured``'s calls at ``rate`` per second,
+    scaled from the CPU it used per call: whether a target is within the machine's reach at all."""
+    per_call = {name: cores / measured["events_per_s"] for name, cores in measured["cpu_cores"].items()}
+    return {name: round(seconds * rate, 2) for name, seconds in per_call.items()}
+
+
+def budget_note(needed: dict[str, float], rate: float) -> str:
+    """``at 9,031/s it would need: grpc server 1.91 + load generator 1.21 = 3.12 of this machine's 2 cores``"""
+    parts = " + ".join(f"{name} {cores:.2f}" for name, cores in sorted(needed.items()))
+    return (
+        f"at {rate:,.0f}/s it would need {parts} = {sum(needed.values()):.2f} of this machine's {os.cpu_count()} cores"
+    )
+
+
 def measure(bench: "Bench", child: Child, timeout: float) -> dict[str, Any]:
     bench.settle_database()
     return run_in_step([child], ready_timeout=60, result_timeout=timeout)[0]
@@ -296,6 +312,10 @@ def publish_single(bench: "Bench") -> ScenarioResult:
                 mode.warmup + mode.duration + 120,
             )
             result.details["empty_grpc_calls"] = ceiling
+            # The empty call's own CPU, scaled to the baseline's rate: on a small machine the target
+            # can be out of reach before any publishing work is done.
+            needed = cores_at_rate(ceiling, baseline["events_per_s"])
+            result.details["empty_grpc_calls"]["cores_needed_at_baseline_rate"] = needed
             result.figures.append(
                 Figure(
                     "publish_single",
@@ -311,7 +331,7 @@ def publish_single(bench: "Bench") -> ScenarioResult:
                         f"publish call p50 {product['call_ms']['p50']:.1f} ms, p99 {product['call_ms']['p99']:.1f} ms; "
                         f"{cpu_note(product)}; an empty gRPC call (health Check) from as many callers: "
                         f"{ceiling['events_per_s']:,.0f}/s, {ceiling['events_per_s'] / baseline['events_per_s']:.2f}x "
-                        f"the baseline ({cpu_note(ceiling)})"
+                        f"the baseline ({cpu_note(ceiling)}); {budget_note(needed, baseline['events_per_s'])}"
                     ),
                 )
             )
