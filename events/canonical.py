@@ -8,13 +8,16 @@ the JSON transports (WebSocket, REST, webhooks). Every transport uses this one f
 import functools
 import json
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
+    """A stored event. A named tuple rather than a frozen dataclass: immutable all the same, and
+    built in a quarter of the time, which counts once per event published and once per event each
+    process takes from a live notification. It is a tuple only to be cheap to build: compare it,
+    hash it and read its fields by name, never by position."""
+
     offset: int
     event_id: uuid.UUID
     name: str
@@ -25,13 +28,31 @@ class StoredEvent:
     event_occurred_at: datetime
     context_json: str
     data_json: str
-    # The gRPC wire form (events.wire), when it was stored or just computed; None for old rows.
-    wire: bytes | None = field(default=None, repr=False, compare=False)
+    # The gRPC wire form (events.wire), when it was stored or just computed; None for old rows. Not
+    # part of what the event is: equality, hashing and repr leave it out.
+    wire: bytes | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoredEvent) and self[:_IDENTITY] == other[:_IDENTITY]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self[:_IDENTITY])
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields[:_IDENTITY], self, strict=False))
+        return f"StoredEvent({fields})"
 
     @property
     def topic(self) -> str:
         """The full topic reference, ``name`` or ``name:id``."""
         return f"{self.topic_name}:{self.topic_id}" if self.topic_id else self.topic_name
+
+
+# How many leading fields make an event what it is (all but ``wire``).
+_IDENTITY = len(StoredEvent._fields) - 1
 
 
 def format_timestamp(moment: datetime) -> str:

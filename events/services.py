@@ -1,11 +1,12 @@
 """The core services every transport calls: publish and pull.
 
 Offsets are per topic name, start at 1, are gapless and are assigned in commit order. That comes
-from one rule: a publish holds the topic row's lock (``SELECT ... FOR UPDATE`` on ``topics_topic``)
-from the moment it reads the counter until it commits. The next publisher cannot read the counter
-before the previous one's events are committed, so a reader that has seen offset N and asks for
-offsets > N never misses one. (A BIGSERIAL cannot promise this: ids are taken at insert time but
-become visible at commit time, in any order.)
+from one rule: a publish holds the topic row's lock (on ``topics_topic``, taken by the ``UPDATE`` or
+``SELECT ... FOR UPDATE`` that reads the counter) from the moment it reads the counter until it
+commits. The next publisher cannot read the counter before the previous one's events are
+committed, so a reader that has seen offset N and asks for offsets > N never misses one. (A
+BIGSERIAL cannot promise this: ids are taken at insert time but become visible at commit time, in
+any order.)
 """
 
 import uuid
@@ -141,12 +142,23 @@ def _store_batches(
     topic_table = connection.ops.quote_name(Topic._meta.db_table)
     results: list[BatchResult] = []
     inserted: list[StoredEvent] = []
+    # The first attempt stores every event it is given or nothing (a refused batch or a repeated
+    # eventId rolls it back), so it can take the lock, read the counter and advance it past all of
+    # them in one statement. After a lookup some events are not stored again: the counter is then
+    # read under the lock first and advanced once the count is known.
+    every_event = None if look_up_ids else sum(len(events) for _, events, _ in batches)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SELECT last_offset FROM {topic_table} WHERE name = %s FOR UPDATE", [topic_name])
+        if every_event is None:
+            cursor.execute(f"SELECT last_offset FROM {topic_table} WHERE name = %s FOR UPDATE", [topic_name])
+        else:
+            cursor.execute(
+                f"UPDATE {topic_table} SET last_offset = last_offset + %s WHERE name = %s RETURNING last_offset - %s",
+                [every_event, topic_name, every_event],
+            )
         row = cursor.fetchone()
         if row is None:
             raise NotFound(f"topic '{topic_name}' does not exist", field="topic")
-        offset = row[0]
+        first_offset = offset = row[0]
 
         # Django's cursors bind parameters client-side (quoting every array element in Python); the
         # bulk statements below use a psycopg cursor on the same connection and transaction instead,
@@ -190,8 +202,11 @@ def _store_batches(
                         known[event.event_id] = stored_event
                 results.append(stored)
 
-        if inserted:
-            cursor.execute(f"UPDATE {topic_table} SET last_offset = %s WHERE name = %s", [offset, topic_name])
+        if every_event is None:
+            if inserted:
+                cursor.execute(f"UPDATE {topic_table} SET last_offset = %s WHERE name = %s", [offset, topic_name])
+        elif offset - first_offset != every_event:  # cannot happen: then the counter would be wrong
+            raise AssertionError(f"stored {offset - first_offset} events of {every_event} in one attempt")
     return results, inserted
 
 
@@ -284,7 +299,7 @@ class _RowWriter:
             event.event_occurred_at,
             event.context_json,
             event.data_json,
-            wire=wire,
+            wire,  # (positional: a keyword costs a named tuple 40% more)
         )
 
 
