@@ -181,7 +181,7 @@ def cores_at_rate(measured: dict[str, Any], rate: float) -> dict[str, float]:
 
 
 def budget_note(needed: dict[str, float], rate: float) -> str:
-    """``at 9,031/s it would need: grpc server 1.91 + load generator 1.21 = 3.12 of this machine's 2 cores``"""
+    """``at 9,031/s it would need grpc server 1.91 + load generator 1.21 = 3.12 of this machine's 2 cores``"""
     parts = " + ".join(f"{name} {cores:.2f}" for name, cores in sorted(needed.items()))
     return (
         f"at {rate:,.0f}/s it would need {parts} = {sum(needed.values()):.2f} of this machine's {os.cpu_count()} cores"
