@@ -1,12 +1,19 @@
 """Queries behind the admin's event browser and dashboard. Each one is served by an index of the
-topic table (tests EXPLAIN them on a million events); none counts a whole table."""
+topic table (tests EXPLAIN them on a million events); none counts a whole table.
+
+Events are read with their payloads as the stored JSON text (``data_text``, ``context_text``), never
+parsed by the query: an event stored before ``ER_MAX_JSON_DEPTH`` existed may be deeper than any
+parser reads back, and the browser must show it all the same (:func:`shown_json`)."""
 
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import models
+from django.db.models.functions import Cast
 
+from events.exact_json import dumps_exact, loads_exact, nesting_depth
 from events.tables import event_model
 from topics.models import Topic
 
@@ -26,7 +33,7 @@ class BrowserFilters:
 
 def browse_queryset(topic: Topic, filters: BrowserFilters) -> models.QuerySet[Any]:
     """Newest-first events matching ``filters``; slice it for a page (keyset pagination by offset)."""
-    queryset = event_model(topic).objects.all()
+    queryset = _with_payload_text(event_model(topic).objects.all())
     if filters.name:
         queryset = queryset.filter(name=filters.name)
     if filters.topic_id:
@@ -50,7 +57,27 @@ def browse(topic: Topic, filters: BrowserFilters, limit: int = PAGE_SIZE) -> tup
 
 
 def get_event(topic: Topic, offset: int) -> Any | None:
-    return event_model(topic).objects.filter(offset=offset).first()
+    return _with_payload_text(event_model(topic).objects.filter(offset=offset)).first()
+
+
+def _with_payload_text(queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
+    """Rows with ``data_text`` and ``context_text`` (the stored text) instead of the parsed values."""
+    return queryset.defer("data", "context").annotate(
+        data_text=Cast("data", models.TextField()), context_text=Cast("context", models.TextField())
+    )
+
+
+def shown_json(text: str) -> tuple[str, str | None]:
+    """Stored JSON text formatted for reading (indented, numbers as stored), and a note when it is
+    shown as stored instead: nested past ``ER_MAX_JSON_DEPTH`` (only events stored before the limit
+    existed can be), or not readable by Python's parser."""
+    depth = nesting_depth(text)
+    if depth > settings.ER_MAX_JSON_DEPTH:
+        return text, f"This payload is nested {depth} levels deep, too deeply to be shown formatted; shown as stored."
+    try:
+        return dumps_exact(loads_exact(text), indent=2), None
+    except (ValueError, TypeError, RecursionError) as exc:
+        return text, f"This payload cannot be shown formatted ({type(exc).__name__}); shown as stored."
 
 
 def first_offset_stored_since(topic: Topic, moment: datetime) -> int | None:

@@ -1,14 +1,18 @@
-"""The stored event and its one canonical JSON form (SPEC.md "Events").
+"""The stored event and its one canonical JSON form (docs/api.md "Events").
 
 ``StoredEvent`` is what the services return. ``context`` and ``data`` are kept as the JSON text
-PostgreSQL gave back, so gRPC can pass them through untouched; :func:`to_canonical` parses them for
-the JSON transports (WebSocket, REST, webhooks). Every transport uses this one function.
+PostgreSQL gave back, so gRPC passes them through untouched, and the JSON transports (REST,
+WebSocket, webhooks) splice that same text into :func:`canonical_json`: no reader parses a stored
+payload to serve it, so every transport serves the producer's exact text (numbers as written), and an
+event no parser could read back (stored before ``ER_MAX_JSON_DEPTH`` existed) is served all the same.
 """
 
 import functools
 import json
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring  # (the C function, for ensure_ascii=False)
 from typing import Any, NamedTuple
 
 
@@ -61,7 +65,8 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def to_canonical(event: StoredEvent) -> dict[str, Any]:
-    """The canonical JSON object of SPEC.md, field names exactly as specified."""
+    """The canonical JSON object of docs/api.md as Python values, for callers that inspect an event.
+    Parses the payloads: what a transport sends is :func:`canonical_json`, which does not."""
     return {
         "eventId": str(event.event_id),
         "name": event.name,
@@ -80,5 +85,17 @@ def to_canonical(event: StoredEvent) -> dict[str, Any]:
 # again reuses offsets, and even an eventId.
 @functools.lru_cache(maxsize=10_000)
 def canonical_json(event: StoredEvent) -> str:
-    """``to_canonical(event)`` as JSON text, memoized for recently seen events."""
-    return json.dumps(to_canonical(event), ensure_ascii=False)
+    """The canonical JSON object of docs/api.md as compact text, field names exactly as specified, with
+    ``context`` and ``data`` spliced in as stored (never parsed). Memoized for recently seen events."""
+    user_id = "null" if event.user_id is None else encode_basestring(event.user_id)
+    return (
+        f'{{"eventId":"{event.event_id}","name":{encode_basestring(event.name)},'
+        f'"topic":{encode_basestring(event.topic)},"source":{encode_basestring(event.source)},'
+        f'"userId":{user_id},"eventOccurredAt":"{format_timestamp(event.event_occurred_at)}",'
+        f'"context":{event.context_json},"data":{event.data_json},"offset":{event.offset}}}'
+    )
+
+
+def canonical_json_list(events: Iterable[StoredEvent]) -> str:
+    """A JSON array of events' :func:`canonical_json` text."""
+    return "[" + ",".join(map(canonical_json, events)) + "]"

@@ -9,6 +9,7 @@ BIGSERIAL cannot promise this: ids are taken at insert time but become visible a
 any order.)
 """
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -30,6 +31,8 @@ from events.validation import EventsToValidate, NewEvent
 from events.wire import events_response, occurred_at_field, pull_response, topic_and_source_fields, wire_from_fields
 from topics.models import Topic, events_table_name
 from topics.refs import TopicRef
+
+logger = logging.getLogger(__name__)
 
 _COLUMNS = '"offset", event_id, name, topic_id, source, user_id, event_occurred_at, context::text, data::text'
 
@@ -122,12 +125,23 @@ class _BatchRefused(Exception):
         self.error = error
 
 
-def _validated(position: int, events: EventsToValidate | list[NewEvent]) -> Iterator[NewEvent]:
-    """The batch's events, validating as they come; a problem refuses this batch (``_BatchRefused``)."""
+def _validated(position: int, events: EventsToValidate | list[NewEvent], topic_name: str) -> Iterator[NewEvent]:
+    """The batch's events, validating as they come; a problem refuses this batch (``_BatchRefused``).
+
+    So does anything else a validator raises: that is our bug, not the producer's, and it is logged
+    with its traceback, but it must not fail the other batches of the group it was committed with."""
     try:
         yield from events
     except (InvalidInput, TooLarge) as error:
         raise _BatchRefused(position, error) from None
+    except Exception:
+        logger.exception("validating a batch for topic '%s' failed unexpectedly; refused that batch only", topic_name)
+        raise _BatchRefused(
+            position,
+            EventRelayError(
+                "internal error while validating this batch; nothing of it was stored (see the server log)"
+            ),
+        ) from None
 
 
 def announce(topic_name: str, events: list[StoredEvent], *, live_announced: bool = False) -> None:
@@ -169,7 +183,7 @@ def _store_batches(
             all_ids = [
                 event.event_id
                 for position, (_, events, _) in enumerate(batches)
-                for event in _validated(position, events)
+                for event in _validated(position, events, topic_name)
             ]
             known = _existing_events(raw_cursor, table, topic_name, all_ids)
         with _copy_rows(raw_cursor, table) as copy:
@@ -190,7 +204,7 @@ def _store_batches(
                     )
                     continue
                 stored = []
-                for event in _validated(position, events):
+                for event in _validated(position, events, topic_name):
                     if look_up_ids and event.event_id in known:
                         stored.append(known[event.event_id])
                         continue
@@ -332,10 +346,14 @@ def pull_wire(principal: Principal, topic_ref: TopicRef | str, offset: int, batc
         # In a caller's transaction (tests), a savepoint keeps a missing table from aborting it.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             connection.ensure_connection()
-            with psycopg.Cursor(connection.connection) as cursor:
+            # A raw psycopg cursor, but Django's error handling: a lost connection marks it broken, so
+            # the next call's close_old_connections() drops it instead of reusing it.
+            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
                 cursor.execute(sql, params, binary=True)
                 joined, last, unencoded = cursor.fetchone()
-    except psycopg.errors.UndefinedTable:
+    except ProgrammingError as error:
+        if not isinstance(error.__cause__, psycopg.errors.UndefinedTable):
+            raise
         raise NotFound(f"topic '{ref.name}' does not exist", field="topic") from None
     if last is None:
         return pull_response(b"", offset)

@@ -1,12 +1,10 @@
 """Validation of a publish batch, as a whole: nothing of a batch with an invalid event is stored.
 
 The first problem found rejects the batch with an error that names the event's index and the
-field, e.g. ``events[3].data: ...``. Limits come from settings (SPEC.md defaults: 1,000 events per
+field, e.g. ``events[3].data: ...``. Limits come from settings (documented in docs/api.md; defaults: 1,000 events per
 batch, 256 KiB per event, 16 MiB per request).
 """
 
-import json
-import math
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from eventrelay.errors import InvalidInput, TooLarge
+from events.exact_json import UnstorableNumber, checked_decoder, dumps_exact, nesting_problem
 
 PRODUCER_FIELDS = frozenset({"eventId", "name", "userId", "eventOccurredAt", "context", "data"})
 SERVER_FIELDS = frozenset({"topic", "source", "offset"})
@@ -29,9 +28,10 @@ class JSONText(NamedTuple):
     """A JSON value that arrived as text (gRPC's ``data``/``context``) and was parsed to check it.
 
     The transport parses with :func:`parse_json_text`, which refuses what PostgreSQL's ``json``
-    type would (NaN, Infinity, numbers that overflow a double). Validation then stores ``text`` as
-    sent, which saves re-encoding every payload; only text with ``\\u`` escapes is re-encoded,
-    because an escape can hide a NUL or an unpaired surrogate.
+    type would (NaN, Infinity) and what no transport stores (numbers that overflow a double, integers
+    too long for Python, nesting past ``ER_MAX_JSON_DEPTH``). Validation then stores ``text`` as
+    sent, which saves re-encoding every payload; only text with ``\\u`` escapes is re-encoded (its
+    numbers as written), because an escape can hide a NUL or an unpaired surrogate.
     """
 
     text: str
@@ -62,8 +62,19 @@ def _utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
-# (item of a batch, "events[i]", the time events without eventOccurredAt occurred, the event size limit)
-EventValidator = Callable[[Any, str, datetime, int], tuple[NewEvent, int]]
+class Limits(NamedTuple):
+    """The limits each event of a batch is held to, read from settings once per batch."""
+
+    event_bytes: int  # ER_MAX_EVENT_BYTES
+    json_depth: int  # ER_MAX_JSON_DEPTH
+
+    @classmethod
+    def from_settings(cls) -> "Limits":
+        return cls(settings.ER_MAX_EVENT_BYTES, settings.ER_MAX_JSON_DEPTH)
+
+
+# (item of a batch, "events[i]", the time events without eventOccurredAt occurred, the batch's limits)
+EventValidator = Callable[[Any, str, datetime, Limits], tuple[NewEvent, int]]
 
 
 def validate_batch(raw_events: object) -> list[NewEvent]:
@@ -95,7 +106,8 @@ class EventsToValidate:
         if len(raw_events) > max_events:
             raise TooLarge(f"batch has {len(raw_events)} events; at most {max_events} are allowed", field="events")
         self._raw_events = raw_events
-        self._received_at = timezone.now()  # events without eventOccurredAt occurred now
+        # Events without eventOccurredAt occurred now (to the millisecond, like every stored time).
+        self._received_at = to_milliseconds(timezone.now())
         self._validated: list[NewEvent] | None = None
         self._validate_event = validator if validator is not None else validate_event
 
@@ -114,11 +126,11 @@ class EventsToValidate:
         return self._validated
 
     def _validate_each(self) -> Iterator[NewEvent]:
-        max_event_bytes = settings.ER_MAX_EVENT_BYTES
+        limits = Limits.from_settings()
         max_request_bytes = settings.ER_MAX_REQUEST_BYTES
         validated, total = [], 0
         for index, raw in enumerate(self._raw_events):
-            event, size = self._validate_event(raw, f"events[{index}]", self._received_at, max_event_bytes)
+            event, size = self._validate_event(raw, f"events[{index}]", self._received_at, limits)
             validated.append(event)
             total += size
             yield event
@@ -129,7 +141,7 @@ class EventsToValidate:
         self._validated = validated
 
 
-def validate_event(raw: object, where: str, now: datetime, max_event_bytes: int) -> tuple[NewEvent, int]:
+def validate_event(raw: object, where: str, now: datetime, limits: Limits) -> tuple[NewEvent, int]:
     """One producer event (a canonical camelCase dict) validated, with its size; errors name ``where``."""
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where}: must be a JSON object", field=where)
@@ -145,7 +157,7 @@ def validate_event(raw: object, where: str, now: datetime, max_event_bytes: int)
     return validate_fields(
         where,
         now,
-        max_event_bytes,
+        limits,
         name=raw.get("name"),
         data=raw["data"],
         context=raw.get("context"),
@@ -158,7 +170,7 @@ def validate_event(raw: object, where: str, now: datetime, max_event_bytes: int)
 def validate_fields(
     where: str,
     now: datetime,
-    max_event_bytes: int,
+    limits: Limits,
     *,
     name: object,
     data: object,
@@ -172,14 +184,14 @@ def validate_fields(
     given". gRPC calls this straight from its messages (``grpc_api.convert``), without building the
     dict that :func:`validate_event` checks first."""
     _check_name(name, where)
-    data_json = _json_text(data, f"{where}.data")
+    data_json = _json_text(data, f"{where}.data", limits.json_depth)
 
     if context is None:
         context_json = "{}"
     elif not isinstance(context.value if isinstance(context, JSONText) else context, dict):
         raise InvalidInput(f"{where}.context: must be a JSON object", field=f"{where}.context")
     else:
-        context_json = _json_text(context, f"{where}.context")
+        context_json = _json_text(context, f"{where}.context", limits.json_depth)
 
     parsed_id, event_id_text = _parse_event_id(event_id, where)
     event = NewEvent(
@@ -192,9 +204,9 @@ def validate_fields(
         event_id_text=event_id_text,
     )
     size = event.size
-    if size > max_event_bytes:
+    if size > limits.event_bytes:
         raise TooLarge(
-            f"{where}.data: event is {size} bytes; at most {max_event_bytes} are allowed", field=f"{where}.data"
+            f"{where}.data: event is {size} bytes; at most {limits.event_bytes} are allowed", field=f"{where}.data"
         )
     return event, size
 
@@ -210,62 +222,66 @@ def _check_name(name: object, where: str) -> None:
     _check_storable_text(name, f"{where}.name")
 
 
-def parse_json_text(text: str, where: str) -> JSONText:
-    """Parse JSON text from a transport that carries JSON as strings; errors name ``where``."""
+def parse_json_text(text: str, where: str, max_depth: int | None = None) -> JSONText:
+    """Parse JSON text from a transport that carries JSON as strings; errors name ``where``.
+    ``max_depth``: the batch's ``Limits.json_depth`` (``ER_MAX_JSON_DEPTH`` when not given)."""
     if text == "":
         raise InvalidInput(f"{where}: is required (JSON text)", field=where)
+    if max_depth is None:
+        max_depth = settings.ER_MAX_JSON_DEPTH
+    # Before parsing, so text nested past the limit never reaches a parser's recursion. No more
+    # brackets than the limit cannot nest past it: that count is all almost every payload costs.
+    if text.count("{") + text.count("[") > max_depth:
+        _check_nesting(text, where, max_depth)
     if "\\u" not in text:
         # orjson parses strict RFC 8259 several times faster than json, and refuses everything the
         # decoder below refuses (NaN, Infinity, numbers that overflow a double); what it refuses
         # (a problem, or an integer too long for a double) goes to the decoder, which names the
         # problem or keeps the integer. Its values are only inspected (the context must be an
         # object), never stored: the text is. Text with escapes is re-encoded from the value, so it
-        # always takes the decoder's exact values.
+        # always takes the decoder's values, whose numbers keep their text (``exact_json``).
         try:
             return JSONText(text, orjson.loads(text))
         except orjson.JSONDecodeError:
             pass
     try:
-        return JSONText(text, _decoder.decode(text))
+        return JSONText(text, checked_decoder.decode(text))
+    except UnstorableNumber as exc:
+        raise InvalidInput(f"{where}: {exc}", field=where) from None
     except ValueError as exc:
         raise InvalidInput(f"{where}: is not valid JSON ({exc})", field=where) from None
-    except RecursionError:
+    except RecursionError:  # (only with a limit set past Python's own)
         raise InvalidInput(f"{where}: is nested too deeply", field=where) from None
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
+def _check_nesting(text: str, where: str, max_depth: int) -> None:
+    problem = nesting_problem(text, max_depth)
+    if problem is not None:
+        raise InvalidInput(f"{where}: {problem}", field=where)
 
 
-def _finite_float(literal: str) -> float:
-    number = float(literal)
-    if math.isinf(number):
-        raise ValueError(f"{literal} is out of range for a double")
-    return number
-
-
-_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
-
-
-def _json_text(value: Any, where: str) -> str:
+def _json_text(value: Any, where: str, max_depth: int) -> str:
     if isinstance(value, JSONText):
         if "\\u" not in value.text:
             return value.text
         value = value.value
-    return _encode_json(value, where)
+    return _encode_json(value, where, max_depth)
 
 
-# One encoder for every payload (``json.dumps`` with arguments builds a new one per call).
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _encode_json(value: Any, where: str) -> str:
+def _encode_json(value: Any, where: str, max_depth: int) -> str:
+    """A parsed payload (REST, WebSocket, Python callers) as compact JSON text, its numbers as the
+    producer wrote them (``exact_json.NumberLiteral``)."""
     try:
-        text = _encoder.encode(value)
+        text = dumps_exact(value)
+    except UnstorableNumber as exc:
+        raise InvalidInput(f"{where}: {exc}", field=where) from None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{where}: is not valid JSON ({exc})", field=where) from None
     except RecursionError:
-        raise InvalidInput(f"{where}: is nested too deeply", field=where) from None
+        raise InvalidInput(
+            f"{where}: is nested too deeply; at most {max_depth} levels are allowed", field=where
+        ) from None
+    _check_nesting(text, where, max_depth)
     _check_utf8(text, where)
     return text
 
@@ -319,23 +335,48 @@ def _parse_user_id(raw: object, event_where: str) -> str | None:
     return raw
 
 
+# RFC 3339 section 5.6 ``date-time``: ``T``, ``t`` or a space between date and time, ``Z``/``z`` or
+# ``±HH:MM``, any number of fraction digits; ASCII digits only (``\\d`` would take any script's).
+# ISO 8601's other forms (week and ordinal dates, the basic format, no seconds) are not RFC 3339.
+_RFC_3339_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?P<offset>[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?"
+)
+
+
+def to_milliseconds(moment: datetime) -> datetime:
+    """``moment`` truncated to the millisecond: every transport then serves the same time for an
+    event (the canonical JSON form carries milliseconds, gRPC's Timestamp would carry more)."""
+    extra = moment.microsecond % 1000
+    return moment.replace(microsecond=moment.microsecond - extra) if extra else moment
+
+
 def _parse_occurred_at(raw: object, event_where: str, now: datetime) -> datetime:
     if raw is None or raw == "":
         return now
     where = f"{event_where}.eventOccurredAt"
     if isinstance(raw, datetime):
         moment = raw
+        if moment.tzinfo is None:
+            raise InvalidInput(f"{where}: {raw!r} has no time zone (use 'Z' or an offset)", field=where)
     elif isinstance(raw, str):
+        match = _RFC_3339_DATE_TIME.fullmatch(raw)
+        if match is None:
+            raise InvalidInput(
+                f"{where}: {raw!r} is not an RFC 3339 date-time (like 2020-01-01T00:00:00.000Z)", field=where
+            )
+        if match["offset"] is None:
+            raise InvalidInput(f"{where}: {raw!r} has no time zone (use 'Z' or an offset)", field=where)
         try:
-            moment = datetime.fromisoformat(raw)
-        except ValueError:
-            raise InvalidInput(f"{where}: {raw!r} is not an RFC 3339 timestamp", field=where) from None
+            moment = datetime.fromisoformat(raw.upper())  # (takes only "T" and "Z" in capitals)
+        except ValueError as exc:
+            raise InvalidInput(f"{where}: {raw!r} is not an RFC 3339 date-time ({exc})", field=where) from None
     else:
-        raise InvalidInput(f"{where}: must be an RFC 3339 timestamp string", field=where)
-    if moment.tzinfo is None:
-        raise InvalidInput(f"{where}: {raw!r} has no time zone (use 'Z' or an offset)", field=where)
-    try:
-        # Stored and served in UTC; a moment outside years 1-9999 in UTC cannot be represented.
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise InvalidInput(f"{where}: {raw!r} is outside the years 1-9999 in UTC", field=where) from None
+        raise InvalidInput(f"{where}: must be an RFC 3339 date-time string", field=where)
+    if moment.tzinfo is not UTC:
+        try:
+            # Stored and served in UTC; a moment outside years 1-9999 in UTC cannot be represented.
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            raise InvalidInput(f"{where}: {raw!r} is outside the years 1-9999 in UTC", field=where) from None
+    return to_milliseconds(moment)

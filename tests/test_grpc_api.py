@@ -1,4 +1,4 @@
-"""The gRPC API end to end (SPEC.md "gRPC API"): a real grpcio client against a real
+"""The gRPC API end to end (docs/grpc.md): a real grpcio client against a real
 ``manage.py grpcserver`` process on the test database.
 
 Every status code is reached by a real request, and each test checks both the code and that the
@@ -206,7 +206,7 @@ def test_published_events_come_back_with_server_fields_set(admin_client: Client,
     assert first.event_id == event_id
     assert first.name == "order_placed"
     assert first.user_id == "123"
-    assert first.event_occurred_at.ToDatetime(tzinfo=UTC) == occurred_at
+    assert first.event_occurred_at.ToDatetime(tzinfo=UTC) == occurred_at.replace(microsecond=123000)  # to the ms
     assert json.loads(first.context) == {"ip": "127.0.0.1"}
     assert json.loads(first.data) == {"total": 42}
     # And filled in what was not: a fresh UUID, no user, now, an empty context

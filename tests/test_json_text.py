@@ -22,8 +22,8 @@ REFUSED = [
     ("1e400", "out of range for a double"),
     ('{"a": 1} trailing', "is not valid JSON"),
     ('"raw \x01 control"', "is not valid JSON"),
-    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-    ("1" * 5000, "is not valid JSON"),  # beyond Python's integer conversion limit
+    ("[" * 100_000 + "]" * 100_000, "is nested 100000 levels deep; at most 64 are allowed"),  # ER_MAX_JSON_DEPTH
+    ("1" * 5000, "has an integer of 5000 digits; at most 4300 are allowed"),  # Python's int/str conversion limit
 ]
 
 

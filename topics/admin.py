@@ -2,7 +2,6 @@
 so), event counts and rate, and the per-topic event browser (a custom view: events are not a
 registered model)."""
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from eventrelay.errors import EventRelayError
-from events.browser import BrowserFilters, browse, events_stored_since, get_event
+from events.browser import BrowserFilters, browse, events_stored_since, get_event, shown_json
 from events.canonical import format_timestamp
 from topics.models import Topic
 from topics.refs import validate_topic_id, validate_topic_name
@@ -179,13 +178,18 @@ class TopicAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
             "title": f"{topic.name} #{offset}",
             "topic": topic,
-            "event": _row(topic, row),
+            "event": _row(topic, row, formatted=True),
         }
         return TemplateResponse(request, "admin/topics/topic/event.html", context)
 
 
-def _row(topic: Topic, row: Any) -> dict[str, Any]:
-    data = json.dumps(row.data, indent=2, ensure_ascii=False)
+def _row(topic: Topic, row: Any, formatted: bool = False) -> dict[str, Any]:
+    """An event for the templates, its payloads from their stored text (``events.browser``): the list
+    shows a preview of the text, the event page the payloads formatted, or as stored with a note."""
+    shown: dict[str, Any] = {}
+    if formatted:
+        shown["data"], shown["data_note"] = shown_json(row.data_text)
+        shown["context"], shown["context_note"] = shown_json(row.context_text)
     return {
         "offset": row.offset,
         "event_id": row.event_id,
@@ -195,7 +199,6 @@ def _row(topic: Topic, row: Any) -> dict[str, Any]:
         "user_id": row.user_id,
         "occurred_at": format_timestamp(row.event_occurred_at),
         "stored_at": format_timestamp(row.stored_at),
-        "data": data,
-        "data_preview": json.dumps(row.data, ensure_ascii=False)[:120],
-        "context": json.dumps(row.context, indent=2, ensure_ascii=False),
+        "data_preview": row.data_text[:120],
+        **shown,
     }
