@@ -1,5 +1,6 @@
-"""One error shape for the REST API: ``{"error": {"code", "message", "field"}}`` (SPEC.md)."""
+"""One error shape for the REST API: ``{"error": {"code", "message", "field"}}`` (docs/rest.md)."""
 
+import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -8,7 +9,16 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from eventrelay.errors import EventRelayError, RateLimited
+from eventrelay.errors import (
+    DEPENDENCY_ERRORS,
+    OUTAGE_RETRY_AFTER_SECONDS,
+    EventRelayError,
+    RateLimited,
+    Unavailable,
+    dependency_outage,
+)
+
+logger = logging.getLogger(__name__)
 
 STATUS_BY_CODE = {
     "invalid": status.HTTP_400_BAD_REQUEST,
@@ -18,6 +28,8 @@ STATUS_BY_CODE = {
     "conflict": status.HTTP_409_CONFLICT,
     "too_large": status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     "rate_limited": status.HTTP_429_TOO_MANY_REQUESTS,
+    "unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "error": status.HTTP_500_INTERNAL_SERVER_ERROR,
 }
 
 
@@ -33,6 +45,13 @@ def handle_exception(exc: Exception, context: dict[str, Any]) -> Response | None
     if isinstance(exc, RateLimited):
         response = error_response(exc.code, exc.message)
         response["Retry-After"] = str(exc.retry_after_seconds)
+        return response
+    if isinstance(exc, DEPENDENCY_ERRORS):
+        logger.warning("answered 503: %s: %s", type(exc).__name__, exc)
+        exc = dependency_outage(exc)
+    if isinstance(exc, Unavailable):
+        response = error_response(exc.code, exc.message)
+        response["Retry-After"] = str(OUTAGE_RETRY_AFTER_SECONDS)
         return response
     if isinstance(exc, EventRelayError):
         return error_response(exc.code, exc.message, exc.field)

@@ -1,10 +1,13 @@
-"""Running Django ORM work from asyncio code (the gRPC server, WebSocket consumers, the live hub)."""
+"""Database connections: running Django ORM work from asyncio code (the gRPC server, WebSocket
+consumers, the live hub), and the web process's per-request connections."""
 
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_finished
+from django.db import close_old_connections, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,3 +27,20 @@ async def run_sync(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
         return function(*args, **kwargs)
 
     return await sync_to_async(call, thread_sensitive=False)()
+
+
+def _close_request_connections(sender: Any, **kwargs: Any) -> None:
+    connections.close_all()
+
+
+def close_connections_after_each_request() -> None:
+    """Close an HTTP request's database connections when it ends (the web process calls this).
+
+    Under ASGI Django runs each synchronous request on a thread of its own, which ends with the
+    request: a connection kept for reuse (``CONN_MAX_AGE``) is never reused, and stays open until
+    the garbage collector happens to free its thread's state, so a busy web process piles up
+    connections until PostgreSQL refuses everyone. ``request_finished`` runs on the request's own
+    thread, where its connection lives. The executor threads of :func:`run_sync` (WebSocket
+    consumers, the live hub) are long-lived and few: they keep their persistent connections.
+    """
+    request_finished.connect(_close_request_connections, sender=ASGIHandler, dispatch_uid="er_close_request_db")

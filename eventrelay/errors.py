@@ -7,6 +7,10 @@ the same explanation whichever way it connected.
 
 import math
 
+import django.db
+import psycopg
+import redis
+
 
 class EventRelayError(Exception):
     code = "error"
@@ -59,7 +63,7 @@ class SlowConsumer(EventRelayError):
 
 
 class Unavailable(EventRelayError):
-    """The server is shutting down (or a dependency is down); retry, resuming by offset."""
+    """The server is shutting down, or a dependency is down (:func:`dependency_outage`); retry, resuming by offset."""
 
     code = "unavailable"
 
@@ -76,3 +80,30 @@ class RateLimited(EventRelayError):
     @property
     def retry_after_seconds(self) -> int:
         return max(1, math.ceil(self.retry_after_ms / 1000))
+
+
+# Seconds a client is told to wait (REST ``Retry-After``) before retrying while a dependency is down.
+OUTAGE_RETRY_AFTER_SECONDS = 1
+
+# What a dependency that is down or unreachable raises: PostgreSQL through Django or straight from
+# psycopg (InterfaceError: "the connection is closed", lost before this call), Redis (live fan-out).
+# The one place that tells an outage from a bug: every transport catches these and answers
+# "unavailable, retry" (gRPC UNAVAILABLE, HTTP 503, a WebSocket error frame), through
+# dependency_outage(); anything else stays a bug.
+_DATABASE_ERRORS = (
+    django.db.OperationalError,
+    django.db.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (*_DATABASE_ERRORS, *_REDIS_ERRORS)
+
+
+def dependency_outage(error: Exception) -> Unavailable:
+    """The ``Unavailable`` a transport answers for ``error``, one of :data:`DEPENDENCY_ERRORS`.
+
+    The message names the dependency, never the driver's text (addresses, internal details)."""
+    if isinstance(error, _REDIS_ERRORS):
+        return Unavailable("Redis (live events) is unavailable; retry later")
+    return Unavailable("the database is unavailable; retry later")

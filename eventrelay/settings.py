@@ -77,7 +77,12 @@ DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/event
 # Persistent connections. No per-request health check: it costs a "SELECT 1" round trip before
 # every unit of work in the gRPC and WebSocket processes; a connection that broke is dropped after
 # the one call that found it broken (Django's errors_occurred check), and reopened on the next.
+# (The web process closes each HTTP request's connection when the request ends instead: see
+# eventrelay.db.close_connections_after_each_request.)
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=False)}
+# Shown in pg_stat_activity, so an operator can tell which process holds which connections.
+ER_DB_APPLICATION_NAME = env_str("ER_DB_APPLICATION_NAME", "eventrelay")
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("application_name", ER_DB_APPLICATION_NAME)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -105,8 +110,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"client_errors_at_debug": {"()": "eventrelay.logfilters.ClientErrorsAtDebug"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("ER_LOG_LEVEL", "INFO")},
+    # A client's mistake (4xx) is not a warning; our bugs (5xx) stay at ERROR with their traceback.
+    "loggers": {"django.request": {"filters": ["client_errors_at_debug"]}},
 }
 
 # --- EventRelay -----------------------------------------------------------------------------------
@@ -121,12 +129,15 @@ ER_BIND_HOST = env_str("ER_BIND_HOST", "127.0.0.1")
 ER_HTTP_PORT = env_int("ER_HTTP_PORT", 9000)
 ER_GRPC_PORT = env_int("ER_GRPC_PORT", 50051)
 
-# Publish limits (SPEC.md "Events"): a batch is validated as a whole against these before any write.
+# Publish limits (docs/api.md "Events"): a batch is validated as a whole against these before any write.
 ER_MAX_BATCH_EVENTS = env_int("ER_MAX_BATCH_EVENTS", 1000)
 ER_MAX_EVENT_BYTES = env_int("ER_MAX_EVENT_BYTES", 256 * 1024)
 ER_MAX_REQUEST_BYTES = env_int("ER_MAX_REQUEST_BYTES", 16 * 1024 * 1024)
+# How deeply an event's data and context may nest arrays and objects (the outermost is level 1), on
+# every transport: well below what any reader's parser (Python's json, orjson, browsers) reads back.
+ER_MAX_JSON_DEPTH = env_int("ER_MAX_JSON_DEPTH", 64)
 
-# Pull limits (SPEC.md "gRPC API"): batch_size defaults to 100 and is clamped to 1,000.
+# Pull limits (docs/grpc.md): batch_size defaults to 100 and is clamped to 1,000.
 ER_PULL_DEFAULT_BATCH = env_int("ER_PULL_DEFAULT_BATCH", 100)
 ER_PULL_MAX_BATCH = env_int("ER_PULL_MAX_BATCH", 1000)
 
@@ -153,9 +164,24 @@ ER_LIVE_BUFFER_EVENTS = env_int("ER_LIVE_BUFFER_EVENTS", 1000)
 # bytes may wait unread on one connection before its subscriptions end with slow_consumer.
 ER_WS_MAX_FRAME_BYTES = env_int("ER_WS_MAX_FRAME_BYTES", ER_MAX_REQUEST_BYTES + 1024 * 1024)
 ER_WS_MAX_BUFFER_BYTES = env_int("ER_WS_MAX_BUFFER_BYTES", 4 * 1024 * 1024)
+# Subscriptions one WebSocket connection may hold at once (each costs memory and a feed attachment).
+ER_WS_MAX_SUBSCRIPTIONS = env_int("ER_WS_MAX_SUBSCRIPTIONS", 100)
+
+# Slow clients (the web process, eventrelay.webserver): a connection is closed when its request's
+# headers are not complete this many seconds after it opened (a WebSocket handshake is an HTTP
+# request too), when a body is not complete this long after its headers, or when it sends nothing
+# for ER_HTTP_IDLE_TIMEOUT_S while no request is in progress. ER_WS_HANDSHAKE_TIMEOUT_S: from the
+# upgrade request to the WebSocket being open. 0 turns one off.
+ER_HTTP_HEADER_TIMEOUT_S = env_int("ER_HTTP_HEADER_TIMEOUT_S", 20)
+ER_HTTP_BODY_TIMEOUT_S = env_int("ER_HTTP_BODY_TIMEOUT_S", 120)
+ER_HTTP_IDLE_TIMEOUT_S = env_int("ER_HTTP_IDLE_TIMEOUT_S", 60)
+ER_WS_HANDSHAKE_TIMEOUT_S = env_int("ER_WS_HANDSHAKE_TIMEOUT_S", 5)
 
 # gRPC server: StreamEvents sends live events, so its keepalive keeps idle streams open.
 ER_GRPC_GRACE_SECONDS = env_int("ER_GRPC_GRACE_SECONDS", 10)
+# A connection that has not completed its HTTP/2 handshake (the client preface) this long after it
+# opened is closed.
+ER_GRPC_HANDSHAKE_TIMEOUT_S = env_int("ER_GRPC_HANDSHAKE_TIMEOUT_S", 10)
 
 # --- Rate limits (eventrelay.ratelimit): per principal, or per client IP without a valid token ----
 # Events per second a principal may publish, and how many it may send at once (>= one full batch).
@@ -194,6 +220,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The rules drf-spectacular cannot read off the serializers (api.schema); the enum hook is its default.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.request_bodies_allow_no_other_fields",
+        "api.schema.publish_body_rules",
+    ],
 }
 # A maximal publish (ER_MAX_REQUEST_BYTES of payload) plus its JSON framing fits in one request body.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ER_MAX_REQUEST_BYTES + 1024 * 1024
@@ -214,6 +246,10 @@ ER_WEBHOOK_LEASE_MARGIN_S = env_int("ER_WEBHOOK_LEASE_MARGIN_S", 30)
 ER_WEBHOOK_SWEEP_S = env_int("ER_WEBHOOK_SWEEP_S", 5)
 ER_WEBHOOK_REQUEUE_S = env_int("ER_WEBHOOK_REQUEUE_S", 60)
 ER_WEBHOOK_RESPONSE_BODY_BYTES = env_int("ER_WEBHOOK_RESPONSE_BODY_BYTES", 4096)
+# Wake-ups after a publish are sent to the broker by a background thread (webhooks.wakeups): at most this many
+# wait (one per topic), and each send gives up after this many seconds; dropped ones are left to the sweep.
+ER_WEBHOOK_WAKE_QUEUE = env_int("ER_WEBHOOK_WAKE_QUEUE", 1000)
+ER_WEBHOOK_WAKE_TIMEOUT_S = env_int("ER_WEBHOOK_WAKE_TIMEOUT_S", 2)
 
 # --- Celery (webhook delivery, periodic sweeps) ---------------------------------------------------
 

@@ -89,15 +89,19 @@ import daphne.server  # isort:skip
 
 import functools
 import logging
+import os
 import sys
 import threading
 import weakref
+from http import HTTPStatus
 from typing import Any
 
 from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
 from twisted.internet import reactor, tcp
 from twisted.internet.threads import blockingCallFromThread
+from twisted.web import http as twisted_http
 
+from eventrelay.db import close_connections_after_each_request
 from eventrelay.gc_tuning import tune_gc_for_serving
 
 logger = logging.getLogger(__name__)
@@ -241,14 +245,133 @@ def _send_frames_at_once(protocol: Any) -> None:
         transport.write = functools.partial(write_now, transport)
 
 
+def add_missing_reason_phrases() -> None:
+    """Give Twisted a reason phrase for every status Python knows (429, 422, 451...).
+
+    daphne sets only the status code, and Twisted's table (``twisted.web.http.RESPONSES``, read by
+    ``Request.setResponseCode``) has no entry for some the API answers with: the status line read
+    "429 Unknown Status". Existing phrases are kept.
+    """
+    for status in HTTPStatus:
+        twisted_http.RESPONSES.setdefault(status.value, status.phrase.encode("ascii"))
+
+
+add_missing_reason_phrases()
+
+
+# How far past ER_WS_MAX_FRAME_BYTES the WebSocket transport still reads a message, so that the
+# application can answer it with an `invalid` error and keep the connection; beyond this ceiling the
+# message is not read at all and the connection is closed with 1009 (message too big).
+WS_FRAME_CEILING_SLACK = 1024 * 1024
+
+
+def ws_frame_ceiling(max_frame_bytes: int) -> int:
+    """The largest WebSocket message (and frame) the transport reads: see ``WS_FRAME_CEILING_SLACK``."""
+    return max_frame_bytes + WS_FRAME_CEILING_SLACK
+
+
+class RequestDeadlines:
+    """Closes an HTTP connection whose client takes too long to send a request's headers or body.
+
+    Twisted's own timeout is an idle timeout (it restarts with every byte received), so a client that
+    sends a byte now and then holds a connection for ever. These are deadlines: the headers must be
+    complete ``header_seconds`` after the connection opened (or after the request's first line, for a
+    later request on a kept-alive connection), and the body ``body_seconds`` after its headers. A
+    WebSocket handshake is an HTTP request: its headers get the same deadline. 0 turns one off.
+
+    The channel's methods are wrapped on the instance (as :func:`write_now` wraps the transport's
+    ``write``): Twisted calls them as ``self.lineReceived(...)``, ``self.allHeadersReceived()``.
+    Everything runs on the reactor thread.
+    """
+
+    def __init__(self, channel: Any, header_seconds: float, body_seconds: float) -> None:
+        self.channel = channel
+        self.header_seconds = header_seconds
+        self.body_seconds = body_seconds
+        self._timer: Any = None
+        self._line_received = channel.lineReceived
+        self._all_headers_received = channel.allHeadersReceived
+        self._all_content_received = channel.allContentReceived
+        self._connection_lost = channel.connectionLost
+        channel.lineReceived = self.line_received
+        channel.allHeadersReceived = self.all_headers_received
+        channel.allContentReceived = self.all_content_received
+        channel.connectionLost = self.connection_lost
+        self._arm(header_seconds, "headers")
+
+    def _arm(self, seconds: float, part: str) -> None:
+        self._cancel()
+        if seconds > 0:
+            self._timer = reactor.callLater(seconds, self._expire, seconds, part)
+
+    def _cancel(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _expire(self, seconds: float, part: str) -> None:
+        self._timer = None
+        transport = getattr(self.channel, "transport", None)
+        peer = transport.getPeer() if transport is not None else "?"
+        logger.info("closing the connection of %s: it did not send its request's %s within %ss", peer, part, seconds)
+        # Twisted's own timeout path: close, and abort if the client does not let go.
+        self.channel.timeoutConnection()
+
+    def line_received(self, line: bytes) -> None:
+        if self._timer is None and not self.channel._handlingRequest:
+            self._arm(self.header_seconds, "headers")  # the first line of a later request
+        self._line_received(line)
+
+    def all_headers_received(self) -> None:
+        self._arm(self.body_seconds, "body")
+        self._all_headers_received()
+
+    def all_content_received(self) -> None:
+        self._cancel()
+        self._all_content_received()
+
+    def connection_lost(self, reason: Any) -> None:
+        self._cancel()
+        self._connection_lost(reason)
+
+
+def _add_request_deadlines(factory: Any, header_seconds: float, body_seconds: float) -> None:
+    build_protocol = factory.buildProtocol
+
+    def build_with_deadlines(addr: Any) -> Any:
+        protocol = build_protocol(addr)
+        if protocol is not None:
+            # An HTTP/1.1 channel, behind the wrapper that could switch it to HTTP/2 (not enabled here).
+            channel = getattr(protocol, "_channel", protocol)
+            if hasattr(channel, "allHeadersReceived"):
+                RequestDeadlines(channel, header_seconds, body_seconds)
+        return protocol
+
+    factory.buildProtocol = build_with_deadlines
+
+
 class Server(daphne.server.Server):
     """daphne's server, adding the ``eventrelay.transport_backlog`` probe to WebSocket scopes and
-    sending their frames without a reactor round trip (:func:`write_now`)."""
+    sending their frames without a reactor round trip (:func:`write_now`), with deadlines for slow
+    clients (:class:`RequestDeadlines`)."""
 
     def run(self) -> None:
+        close_connections_after_each_request()
+        # daphne makes its factories in run(), and they build their first protocol once the reactor runs.
+        reactor.callWhenRunning(self.configure_factories)
         # The application is imported by now: see eventrelay.gc_tuning.
         tune_gc_for_serving(rarer_full_collections=True)
         super().run()
+
+    def configure_factories(self) -> None:
+        from django.conf import settings
+
+        # Idle: a connection with no request in progress (kept alive, or not sending anything).
+        self.http_factory.timeOut = settings.ER_HTTP_IDLE_TIMEOUT_S or None
+        _add_request_deadlines(self.http_factory, settings.ER_HTTP_HEADER_TIMEOUT_S, settings.ER_HTTP_BODY_TIMEOUT_S)
+        # A message over the transport's ceiling closes the connection with a close frame (1009 and a
+        # reason) instead of dropping it without a word.
+        self.ws_factory.setProtocolOptions(failByDrop=False)
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         if scope.get("type") == "websocket":
@@ -267,9 +390,24 @@ class CommandLineInterface(DaphneCommandLineInterface):
     server_class = Server
 
 
+def defaults_from_settings() -> list[str]:
+    """daphne options our settings decide; put first, so the same option on the command line wins."""
+    from django.conf import settings
+
+    ceiling = str(ws_frame_ceiling(settings.ER_WS_MAX_FRAME_BYTES))
+    return [
+        *("--websocket-max-message-size", ceiling, "--websocket-max-frame-size", ceiling),
+        # From the end of the HTTP upgrade to the application's accept (autobahn's open handshake too).
+        *("--websocket_connect_timeout", str(settings.ER_WS_HANDSHAKE_TIMEOUT_S)),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: same arguments as the ``daphne`` command."""
-    CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
+    # Before the application (and so the settings) is imported: pg_stat_activity names this process.
+    os.environ.setdefault("ER_DB_APPLICATION_NAME", "eventrelay-web")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventrelay.settings")
+    CommandLineInterface().run([*defaults_from_settings(), *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

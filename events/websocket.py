@@ -1,4 +1,4 @@
-"""The WebSocket API (``/ws/events``): JSON text frames, as SPEC.md "WebSocket API" describes.
+"""The WebSocket API (``/ws/events``): JSON text frames, as docs/websocket.md describes.
 
 The consumer is a transport: it parses frames, authorizes through ``eventrelay.auth``, calls the
 ``events`` services and the live hub, and serializes their answers. Each subscription runs in its own
@@ -18,23 +18,26 @@ from eventrelay import ratelimit
 from eventrelay.auth import Principal, authenticate, require_read, token_from_authorization
 from eventrelay.db import run_sync
 from eventrelay.errors import (
+    DEPENDENCY_ERRORS,
     EventRelayError,
     InvalidInput,
     RateLimited,
     SlowConsumer,
     Unauthenticated,
     Unavailable,
+    dependency_outage,
 )
 from events import group_commit, live
-from events.canonical import canonical_json, to_canonical
+from events.canonical import canonical_json, canonical_json_list
+from events.exact_json import loads_exact
 from topics.refs import TopicRef
 from topics.services import get_topic
 
 logger = logging.getLogger(__name__)
 
-# SPEC.md's WebSocket error codes. Service errors without a WebSocket code of their own (a size limit,
+# docs/websocket.md's error codes. Service errors without a WebSocket code of their own (a size limit,
 # an eventId conflict) are "invalid": the frame asked for something that cannot be done.
-WS_ERROR_CODES = {"forbidden", "invalid", "not_found", "rate_limited", "slow_consumer"}
+WS_ERROR_CODES = {"forbidden", "invalid", "not_found", "rate_limited", "slow_consumer", "unavailable"}
 
 # Close codes (autobahn accepts only 1000 and 3000-4999 from an application).
 CLOSE_UNAUTHENTICATED = 4401
@@ -116,6 +119,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self._send_json(error_frame(error, ref=ref, retryAfterMs=error.retry_after_ms))
         except EventRelayError as error:
             await self._send_json(error_frame(error, ref=ref))
+        except DEPENDENCY_ERRORS as error:
+            # This frame failed, not the connection: its other subscriptions go on.
+            logger.warning("WebSocket frame answered unavailable: %s: %s", type(error).__name__, error)
+            await self._send_json(error_frame(dependency_outage(error), ref=ref))
 
     def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
         if text_data is None:
@@ -124,7 +131,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if len(text_data) > limit:
             raise InvalidInput(f"frame is {len(text_data)} characters long; at most {limit} are allowed")
         try:
-            frame = json.loads(text_data)
+            # Numbers a float would change are kept as written; validation stores them verbatim.
+            frame = loads_exact(text_data)
         except ValueError as exc:
             raise InvalidInput(f"frame is not valid JSON ({exc})") from None
         except RecursionError:
@@ -143,8 +151,15 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if from_offset is not None and (type(from_offset) is not int or from_offset < 0):
             raise InvalidInput("fromOffset must be a whole number >= 0", field="fromOffset")
         require_read(self.principal, ref)
-        topic = await run_sync(get_topic, ref.name)
         key = str(ref)
+        limit = settings.ER_WS_MAX_SUBSCRIPTIONS
+        if key not in self.subscriptions and len(self.subscriptions) >= limit:
+            raise InvalidInput(
+                f"this connection already holds {limit} subscriptions, the most allowed (ER_WS_MAX_SUBSCRIPTIONS);"
+                " unsubscribe from one first",
+                field="topic",
+            )
+        topic = await run_sync(get_topic, ref.name)
         previous = self.subscriptions.pop(key, None)
         if previous is not None:
             # Subscribing again (say, after slow_consumer) replaces the subscription.
@@ -169,11 +184,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if isinstance(events, list):
             await ratelimit.acheck("publish", self.principal.rate_limit_key, cost=len(events))
         stored = await group_commit.publish(self.principal, ref, events, "websocket")
-        reply: dict[str, Any] = {"type": "published"}
-        if isinstance(frame.get("ref"), str):
-            reply["ref"] = frame["ref"]
-        reply["events"] = [to_canonical(event) for event in stored]
-        await self._send_json(reply)
+        # The events' stored JSON text is spliced in, never parsed (events.canonical).
+        ref_json = f',"ref":{json.dumps(frame["ref"], ensure_ascii=False)}' if isinstance(frame.get("ref"), str) else ""
+        await self._send_json(f'{{"type":"published"{ref_json},"events":{canonical_json_list(stored)}}}')
 
     # --- live events -------------------------------------------------------------------------------
 
@@ -193,7 +206,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
                         )
                     # The event's JSON is built once per process, not once per subscriber.
                     await self.send(
-                        text_data=f'{{"type": "event", "topic": {topic_json}, "event": {canonical_json(event)}}}'
+                        text_data=f'{{"type":"event","topic":{topic_json},"event":{canonical_json(event)}}}'
                     )
                     last_sent = event.offset
                     # ASGI sends never block, and a replay from far back never waits for its next
@@ -203,11 +216,15 @@ class EventsConsumer(AsyncWebsocketConsumer):
                     if unyielded >= FRAMES_PER_YIELD:
                         unyielded = 0
                         await asyncio.sleep(0)
-        except Unavailable:
+        except Unavailable:  # the server is shutting down
             await self.close(code=CLOSE_SERVICE_RESTART)
-        except EventRelayError as error:
+        except (EventRelayError, *DEPENDENCY_ERRORS) as error:
             if self.subscriptions.get(key) is asyncio.current_task():
                 del self.subscriptions[key]
+            if not isinstance(error, EventRelayError):
+                # This subscription ended, not the connection: the client resubscribes by offset.
+                logger.warning("subscription to '%s' ended unavailable: %s: %s", key, type(error).__name__, error)
+                error = dependency_outage(error)
             await self._send_json(error_frame(error, topic=key, lastOffset=last_sent))
         except Exception:
             logger.exception("subscription to '%s' failed", key)
@@ -226,10 +243,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
         probe = self.scope.get("extensions", {}).get("eventrelay.transport_backlog")
         return probe() if probe is not None else 0
 
-    async def _send_json(self, frame: dict[str, Any]) -> None:
+    async def _send_json(self, frame: dict[str, Any] | str) -> None:
+        """Send ``frame``, or text that is a JSON frame already."""
         if self._transport_backlog() > REPLY_BACKLOG_FACTOR * settings.ER_WS_MAX_BUFFER_BYTES:
             # A client that keeps publishing but never reads its replies: subscriptions are bounded
             # above, and this bounds everything else.
             await self.close(code=CLOSE_TOO_SLOW)
             return
-        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+        await self.send(text_data=frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False))

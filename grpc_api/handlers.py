@@ -1,6 +1,7 @@
 """What every RPC shares: the token check and the mapping of service errors to gRPC status codes."""
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -8,7 +9,9 @@ import grpc
 
 from eventrelay import ratelimit
 from eventrelay.auth import Principal, authenticate, token_from_authorization
-from eventrelay.errors import EventRelayError, RateLimited, Unauthenticated
+from eventrelay.errors import DEPENDENCY_ERRORS, EventRelayError, RateLimited, Unauthenticated, dependency_outage
+
+logger = logging.getLogger(__name__)
 
 STATUS_BY_ERROR_CODE = {
     "invalid": grpc.StatusCode.INVALID_ARGUMENT,
@@ -20,6 +23,8 @@ STATUS_BY_ERROR_CODE = {
     "slow_consumer": grpc.StatusCode.ABORTED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # Our own fault (a bug met while handling the call): its message says nothing of the internals.
+    "error": grpc.StatusCode.INTERNAL,
 }
 
 
@@ -53,9 +58,17 @@ async def abort_with(context: grpc.aio.ServicerContext, error: EventRelayError) 
     await context.abort(code, message)
 
 
+async def abort_unavailable(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    """``UNAVAILABLE`` for a dependency outage (one of ``DEPENDENCY_ERRORS``): the client retries."""
+    unavailable = dependency_outage(error)
+    logger.warning("answered UNAVAILABLE: %s (%s: %s)", unavailable.message, type(error).__name__, error)
+    await abort_with(context, unavailable)
+
+
 def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ``EventRelayError`` raised by a unary servicer method into its status (StreamEvents
-    maps its own: a wrapping generator would cost a step per message)."""
+    """Turn ``EventRelayError`` raised by a unary servicer method into its status, and a dependency
+    outage into ``UNAVAILABLE`` (StreamEvents maps its own: a wrapping generator would cost a step
+    per message)."""
 
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -63,5 +76,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             return await method(self, request, context)
         except EventRelayError as error:
             await abort_with(context, error)
+        except DEPENDENCY_ERRORS as error:
+            await abort_unavailable(context, error)
 
     return unary

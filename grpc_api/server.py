@@ -61,6 +61,8 @@ def build_server() -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
+            # A connection that never completes its HTTP/2 handshake is closed rather than held.
+            ("grpc.server_handshake_timeout_ms", settings.ER_GRPC_HANDSHAKE_TIMEOUT_S * 1000),
         ]
     )
     pb_grpc.add_TopicsServicer_to_server(TopicsServicer(), server)

@@ -1,4 +1,4 @@
-"""The gRPC services of SPEC.md. Each method: authenticate, parse, one service call, serialize."""
+"""The gRPC services of docs/grpc.md. Each method: authenticate, parse, one service call, serialize."""
 
 from typing import Any
 
@@ -7,14 +7,14 @@ import grpc
 from eventrelay import ratelimit
 from eventrelay.auth import require_read
 from eventrelay.db import run_sync
-from eventrelay.errors import EventRelayError, InvalidInput
+from eventrelay.errors import DEPENDENCY_ERRORS, EventRelayError, InvalidInput
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import group_commit, live
 from events.services import pull_wire
 from events.wire import event_bytes, events_response
 from grpc_api.convert import topic_message, validate_message
-from grpc_api.handlers import abort_with, principal_of, rpc
+from grpc_api.handlers import abort_unavailable, abort_with, principal_of, rpc
 from topics.refs import TopicRef
 from topics.services import create_topic_as, delete_topic_as, list_topics_as
 
@@ -69,3 +69,5 @@ class EventsServicer(pb_grpc.EventsServicer):
                     yield event_bytes(event)
         except EventRelayError as error:
             await abort_with(context, error)
+        except DEPENDENCY_ERRORS as error:
+            await abort_unavailable(context, error)

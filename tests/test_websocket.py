@@ -1,4 +1,4 @@
-"""The WebSocket API end to end (SPEC.md "WebSocket API"): real ``websockets`` clients against real
+"""The WebSocket API end to end (docs/websocket.md): real ``websockets`` clients against real
 daphne processes on the test database, with events published by a real grpcserver process and over
 the WebSocket itself.
 
