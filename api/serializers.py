@@ -3,23 +3,62 @@ offending field in the same way on every API; these serializers describe it for 
 
 from typing import Any
 
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
+from api import schema
+from api.errors import STATUS_BY_CODE
 from events.canonical import StoredEvent, to_canonical
 from topics.models import Topic
 from webhooks.models import DeliveryAttempt, Destination
-from webhooks.services import MAX_ATTEMPTS_LIMIT, TIMEOUT_SECONDS_LIMIT
+from webhooks.services import MAX_ATTEMPTS_LIMIT, TIMEOUT_SECONDS_LIMIT, shown_url
 
 
-# Field names are the API's camelCase (SPEC.md), mapped to model fields with `source`.
+# Fields whose OpenAPI schema states the rules the services check (api.schema); the services' own
+# messages explain a refusal, so these add no validation of their own.
+@extend_schema_field(schema.TOPIC_NAME)
+class TopicNameField(serializers.CharField):
+    pass
+
+
+@extend_schema_field(schema.TOPIC_REF)
+class TopicRefField(serializers.CharField):
+    pass
+
+
+@extend_schema_field({"type": "string", "pattern": schema.NOT_BLANK_PATTERN})
+class NotBlankTextField(serializers.CharField):
+    """Text DRF strips of surrounding whitespace and refuses empty (or holding NUL)."""
+
+
+@extend_schema_field({"type": "string", "pattern": schema.NO_NUL_PATTERN})
+class StoredTextField(serializers.CharField):
+    """Text the events services store as sent: anything but NUL."""
+
+
+@extend_schema_field(
+    {"type": "string", "format": "date-time", "pattern": schema.OCCURRED_AT_PATTERN, "example": "2020-01-01T00:00:00Z"}
+)
+class OccurredAtField(serializers.CharField):
+    pass
+
+
+# http or https; its host must also resolve (to a public address unless ER_WEBHOOK_ALLOW_PRIVATE), which
+# no pattern can say (webhooks.ssrf).
+@extend_schema_field({"type": "string", "format": "uri", "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$"})
+class WebhookURLField(serializers.URLField):
+    pass
+
+
+# Field names are the API's camelCase (docs/api.md), mapped to model fields with `source`.
 class TopicSerializer(serializers.Serializer):
-    name = serializers.CharField()
+    name = TopicNameField()
     lastOffset = serializers.IntegerField(source="last_offset")
     createdAt = serializers.DateTimeField(source="created_at")
 
 
 class CreateTopicSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="1-50 chars, ^[a-z][a-z0-9_]*$")
+    name = TopicNameField()
 
 
 class TopicListSerializer(serializers.Serializer):
@@ -27,12 +66,28 @@ class TopicListSerializer(serializers.Serializer):
 
 
 class NewEventSerializer(serializers.Serializer):
-    eventId = serializers.UUIDField(required=False, help_text="Generated when absent; idempotency key.")
-    name = serializers.CharField(max_length=255)
-    userId = serializers.CharField(required=False, allow_null=True)
-    eventOccurredAt = serializers.DateTimeField(required=False, help_text="RFC 3339; now when absent.")
-    context = serializers.DictField(required=False)
-    data = serializers.JSONField()
+    eventId = serializers.UUIDField(
+        required=False, allow_null=True, help_text="Generated when absent; idempotency key."
+    )
+    name = StoredTextField(max_length=255, trim_whitespace=False)
+    userId = StoredTextField(required=False, allow_null=True, max_length=255, trim_whitespace=False)
+    eventOccurredAt = OccurredAtField(
+        required=False,
+        allow_null=True,
+        help_text="RFC 3339 with Z or an offset, in the years 1-9999 once in UTC; now when absent. Kept to the "
+        "millisecond.",
+    )
+    context = serializers.DictField(required=False, allow_null=True, help_text="A JSON object; {} when absent.")
+    data = serializers.JSONField(help_text="Any JSON value (null too).")
+
+
+# One event or a list of them (the list's length: api.schema.publish_body_rules).
+PublishRequestSerializer = PolymorphicProxySerializer(
+    component_name="Publish",
+    serializers=[NewEventSerializer, NewEventSerializer(many=True)],
+    resource_type_field_name=None,
+    many=False,
+)
 
 
 class EventSerializer(serializers.Serializer):
@@ -61,10 +116,13 @@ class PullResponseSerializer(serializers.Serializer):
 
 class DestinationSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
-    name = serializers.CharField(max_length=100)
-    url = serializers.URLField(max_length=2000)
-    topic = serializers.CharField()
-    eventNames = serializers.ListField(child=serializers.CharField(), source="event_names", required=False)
+    name = NotBlankTextField(max_length=100)
+    url = WebhookURLField(
+        max_length=2000,
+        help_text="A password in it is shown as ***; sending the shown URL back keeps the stored password.",
+    )
+    topic = TopicRefField()
+    eventNames = serializers.ListField(child=NotBlankTextField(), source="event_names", required=False)
     active = serializers.BooleanField(required=False, default=True)
     disabledReason = serializers.CharField(source="disabled_reason", read_only=True)
     maxAttempts = serializers.IntegerField(
@@ -77,13 +135,26 @@ class DestinationSerializer(serializers.Serializer):
 
     def to_representation(self, instance: Destination) -> dict[str, Any]:
         data = super().to_representation(instance)
+        data["url"] = shown_url(instance.url)
         if self.context.get("with_secret"):
             data["secret"] = instance.secret
         return data
 
 
 class DestinationCreateSerializer(DestinationSerializer):
-    startOffset = serializers.IntegerField(required=False, min_value=0, help_text="Replay from after this offset.")
+    startOffset = serializers.IntegerField(
+        required=False, min_value=0, help_text="Replay from after this offset (at most the topic's last offset)."
+    )
+
+
+class DestinationCreatedSerializer(DestinationSerializer):
+    secret = serializers.CharField(read_only=True, help_text="The signing secret: shown by this answer only.")
+
+
+class DestinationChangeSerializer(DestinationSerializer):
+    """The PATCH body: every field but the topic (a new topic is a new destination)."""
+
+    topic = None
 
 
 class DestinationListSerializer(serializers.Serializer):
@@ -107,9 +178,8 @@ class AttemptListSerializer(serializers.Serializer):
 
 
 class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.ChoiceField(
-        choices=["invalid", "unauthenticated", "forbidden", "not_found", "conflict", "too_large", "rate_limited"]
-    )
+    # Every code api.errors answers with, and "error" for a bug of ours (a 500, eventrelay.error_pages).
+    code = serializers.ChoiceField(choices=list(STATUS_BY_CODE))
     message = serializers.CharField()
     field = serializers.CharField(required=False)
 

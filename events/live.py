@@ -44,6 +44,7 @@ from events.services import read_events
 from events.signals import events_committed
 from topics.models import Topic
 from topics.refs import TopicRef
+from topics.signals import topic_deleted
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,20 @@ def announce_committed(
     """Runs after a publish commits. A failure here only delays delivery (feeds repair on tick)."""
     if not live_announced:
         async_to_sync(announce)(topic_name, events)
+
+
+@receiver(topic_deleted, dispatch_uid="events.live.announce_deleted")
+def announce_deleted(sender: object, name: str, topic_pk: int, **kwargs: object) -> None:
+    """Runs inside the delete's transaction, so the message is out before a topic created again under the same
+    name can publish: every feed of the deleted topic ends its subscriptions (``NotFound``) instead of taking the
+    new topic's offsets for its own. A lost message leaves it to the feeds' tick check."""
+    message = {"type": "topic.deleted", "topic": name, "topicPk": topic_pk}
+    try:
+        async_to_sync(get_channel_layer().group_send)(group_name(name), message)
+    except Exception:
+        logger.warning(
+            "could not announce the deletion of '%s'; live feeds will see it on their tick", name, exc_info=True
+        )
 
 
 async def announce(topic_name: str, events: list[StoredEvent]) -> None:
@@ -211,7 +226,14 @@ class TopicFeed:
             self._topic_pk, self.cursor = await run_sync(_topic_head, self.topic_name)
         except BaseException as exc:
             self.closed = True
-            self.ready.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                # The subscriber starting the feed went away, not the ones waiting for it: they find the
+                # feed closed and start another (LiveHub.attach).
+                self.ready.set_result(None)
+            else:
+                self.ready.set_exception(exc)
+                # Marked as read: the starter raises it itself and may be the only one who waited.
+                self.ready.exception()
             await self._leave_group()
             raise
         self._tasks = [asyncio.create_task(self._receive_loop()), asyncio.create_task(self._tick_loop())]
@@ -248,6 +270,15 @@ class TopicFeed:
         for subscription in list(self.subscriptions):
             subscription.fail(error)
 
+    def _end(self, error: NotFound) -> None:
+        """The topic is gone: every subscription ends, and no new subscriber may attach here (a topic created
+        again under the same name gets a feed of its own, from its own offsets)."""
+        if not self.closed:
+            self.closed = True
+            self.hub.forget(self)
+            asyncio.get_running_loop().create_task(self.stop())
+        self.fail_all(error)
+
     async def _receive_loop(self) -> None:
         while True:
             message = await self._layer.receive(self._channel)
@@ -255,7 +286,7 @@ class TopicFeed:
                 async with self._lock:
                     await self._on_notification(message)
             except NotFound as exc:
-                self.fail_all(exc)
+                self._end(exc)
             except Exception:
                 logger.warning("live feed '%s' could not handle a notification", self.topic_name, exc_info=True)
 
@@ -267,11 +298,15 @@ class TopicFeed:
                 async with self._lock:
                     await self._check_head()
             except NotFound as exc:
-                self.fail_all(exc)
+                self._end(exc)
             except Exception:
                 logger.warning("live feed '%s' could not check its topic's head", self.topic_name, exc_info=True)
 
     async def _on_notification(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "topic.deleted":
+            if message.get("topicPk") in (None, self._topic_pk):
+                raise NotFound(f"topic '{self.topic_name}' was deleted", field="topic")
+            return
         first, last = message["first"], message["last"]
         if last <= self.cursor:
             return  # everything in it was already dispatched
@@ -335,6 +370,7 @@ class LiveHub:
                 self.forget(feed)
                 raise
         else:
+            # Comes back closed if its starter was cancelled meanwhile: attach() then starts another.
             await asyncio.shield(feed.ready)
         return feed
 

@@ -1,4 +1,4 @@
-"""Webhook destination URLs (SPEC.md "Webhooks"): URLs resolving to loopback, private, link-local and other
+"""Webhook destination URLs (docs/webhooks.md): URLs resolving to loopback, private, link-local and other
 non-public addresses are refused unless private destinations are allowed; bad schemes, missing and unresolvable
 hosts are refused always. No network is used: IP literals and ``localhost`` resolve locally, and the one case
 that needs DNS answers is given them by a stub."""

@@ -440,13 +440,13 @@ def test_the_redeliver_action_queues_each_selected_event(
     staff, destination, monkeypatch, django_capture_on_commit_callbacks
 ):
     queued = []
-    monkeypatch.setattr("webhooks.tasks.redeliver_undeliverable.delay", queued.append)
+    monkeypatch.setattr("webhooks.wakeups.queue_soon", lambda task, *args: queued.append((task.name, *args)))
     first, second = make_undeliverable(destination, offset=1), make_undeliverable(destination, offset=2)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = run_action(staff, UndeliverableEvent, "redeliver", first, second)
 
-    assert sorted(queued) == sorted([first.pk, second.pk])
+    assert sorted(queued) == sorted([("webhooks.tasks.redeliver_undeliverable", pk) for pk in (first.pk, second.pk)])
     assert [m for m in messages_of(response) if "Queued 2 event(s) for redelivery" in m]
 
 

@@ -1,4 +1,4 @@
-"""Webhook delivery survives crashes and lost messages (SPEC.md "Webhooks": at-least-once, order per
+"""Webhook delivery survives crashes and lost messages (docs/webhooks.md: at-least-once, order per
 stream). Real Celery workers and beat, the real Redis broker, a local HTTP receiver.
 
 What at-least-once with per-stream order allows after a crash: a stream has one lease holder, which
@@ -22,7 +22,7 @@ from events.services import publish
 from tests.grpc_client import unique_topic
 from tests.processes import TEST_QUEUE, CeleryBeat, CeleryWorker, log_of, wait_until
 from topics.models import Topic
-from webhooks import delivery
+from webhooks import delivery, wakeups
 from webhooks.models import DeliveryAttempt, DeliveryStream
 from webhooks.services import create_destination
 
@@ -84,12 +84,15 @@ def kill_with_its_children(worker: CeleryWorker) -> None:
 
 
 def purge(broker: redis.Redis) -> None:
-    """Lose every message waiting in this run's Celery queue (kombu keeps it as a Redis list)."""
+    """Lose every message waiting in this run's Celery queue (kombu keeps it as a Redis list), including the
+    wake-ups this process submitted and its background sender has not sent yet."""
+    wakeups.flush()
     broker.delete(TEST_QUEUE)
 
 
 def queued_tasks(broker: redis.Redis) -> list[tuple[str, str]]:
     """(task name, arguments) of the messages waiting in this run's Celery queue."""
+    wakeups.flush()
     messages = [json.loads(raw) for raw in broker.lrange(TEST_QUEUE, 0, -1)]
     return [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages]
 
@@ -203,7 +206,7 @@ def test_the_sweep_alone_delivers_a_replayed_backlog_whose_wake_up_was_lost(
     published = {topic_id: publish_in_batches(admin, f"{topic}:{topic_id}", 100, batch=25) for topic_id in ("a", "b")}
     destination = create_destination(name="backlog", url=receiver.url, topic=topic, start_offset=0)
     # The destination's only wake-up is queued (no worker runs yet); lose it.
-    assert ("webhooks.tasks.wake_topic", repr((topic,))) in queued_tasks(broker)
+    assert ("webhooks.tasks.wake_topic", repr((topic, None))) in queued_tasks(broker)
     purge(broker)
     assert not DeliveryStream.objects.filter(destination=destination).exists()
 

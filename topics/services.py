@@ -13,6 +13,7 @@ from eventrelay.errors import AlreadyExists, NotFound
 from events.tables import event_model, forget_event_model
 from topics.models import Topic
 from topics.refs import validate_topic_name
+from topics.signals import topic_deleted
 
 
 def create_topic(name: str) -> Topic:
@@ -38,13 +39,15 @@ def create_topic(name: str) -> Topic:
 def delete_topic(name: str) -> None:
     """Delete topic ``name``: its row and its table (with every event in it), in one transaction.
 
-    Taking the row lock first makes a concurrent publish wait, then find no topic.
+    Taking the row lock first makes a concurrent publish wait, then find no topic. ``topic_deleted`` is sent
+    in the same transaction: what others keep about the topic's offsets goes with it.
     """
     validate_topic_name(name, field="name")
     with transaction.atomic():
         topic = Topic.objects.select_for_update().filter(name=name).first()
         if topic is None:
             raise NotFound(f"topic '{name}' does not exist", field="name")
+        topic_deleted.send(sender=Topic, name=name, topic_pk=topic.pk)
         with connection.schema_editor() as editor:
             editor.delete_model(event_model(topic))
         forget_event_model(topic)

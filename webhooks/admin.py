@@ -210,10 +210,14 @@ class DestinationForm(forms.ModelForm):
                 self.fields[name].required = False
                 self.fields[name].initial = value
             self.fields["start_offset"].help_text = "Events after this offset were to be delivered."
+            # The password in the URL is write-only: shown masked; submitting the mask keeps it.
+            self.initial["url"] = services.shown_url(self.instance.url)
 
     def clean_url(self) -> str:
         url = self.cleaned_data["url"]
         try:
+            if self.instance.pk:
+                url = services.restore_password(url, self.instance.url)
             return services.check_destination_url(url)
         except EventRelayError as error:
             raise ValidationError(error.message) from None

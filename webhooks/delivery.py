@@ -9,7 +9,6 @@ is conditional on still holding the lease, so a worker whose lease expired canno
 another worker now owns.
 """
 
-import json
 import logging
 import random
 import time
@@ -19,12 +18,12 @@ from datetime import timedelta
 
 import requests
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from eventrelay.errors import NotFound
-from events.canonical import StoredEvent, to_canonical
+from events.canonical import StoredEvent, canonical_json
 from events.services import read_stream_events
 from topics.models import Topic
 from webhooks import signing, ssrf
@@ -71,10 +70,11 @@ def post_event(destination: Destination, event: StoredEvent) -> Outcome:
         ssrf.check_url(destination.url, allow_private=settings.ER_WEBHOOK_ALLOW_PRIVATE)
     except ValueError as exc:
         return Outcome(ok=False, error=f"refused: {exc}")
-    body = json.dumps(to_canonical(event), ensure_ascii=False, separators=(",", ":")).encode()
-    headers = signing.webhook_headers(destination.secret, str(event.event_id), int(time.time()), body, USER_AGENT)
     timeout = destination.effective_timeout_seconds
     try:
+        # The stored JSON text, spliced (never parsed): an event no parser can read back is sent all the same.
+        body = canonical_json(event).encode()
+        headers = signing.webhook_headers(destination.secret, str(event.event_id), int(time.time()), body, USER_AGENT)
         response = http_session().post(
             destination.url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
         )
@@ -82,6 +82,11 @@ def post_event(destination: Destination, event: StoredEvent) -> Outcome:
         return Outcome(ok=False, error=f"timed out after {timeout}s", duration_ms=_ms_since(started))
     except requests.RequestException as exc:
         return Outcome(ok=False, error=f"connection error: {exc}", duration_ms=_ms_since(started))
+    except Exception as exc:
+        # Whatever cannot be built or sent for this one event is its failed attempt (and, past the maximum,
+        # an undeliverable record): the stream moves on instead of failing the same way for ever.
+        logger.exception("cannot send offset %s of %s", event.offset, event.topic)
+        return Outcome(ok=False, error=f"cannot send the event: {exc!r}"[:2000], duration_ms=_ms_since(started))
     try:
         text = _read_capped(response)
     finally:
@@ -193,7 +198,10 @@ def deliver_stream(stream_id: int) -> str:
     # Read the stream again now that it is ours: the row read above may predate another worker's
     # deliveries (it delivered and released in between), and sending from that cursor would re-send
     # them and move the cursor back.
-    stream = DeliveryStream.objects.select_related("destination").get(pk=stream_id)
+    stream = DeliveryStream.objects.select_related("destination").filter(pk=stream_id).first()
+    if stream is None:
+        _lease_renewed_at.pop(stream_id, None)
+        return "gone"  # deleted with its topic right after the claim
     destination = stream.destination
     with connection.cursor() as cursor:
         # Delivery bookkeeping (attempt rows, cursors) need not wait for its WAL flush: a database
@@ -205,18 +213,50 @@ def deliver_stream(stream_id: int) -> str:
     except NotFound:
         release(stream_id, owner, last_error="topic no longer exists")
         return "topic deleted"
+    except IntegrityError:
+        # An attempt or undeliverable row of a stream deleted meanwhile (its topic was deleted): the work is gone
+        # with it. Anything else is a bug and is raised.
+        if DeliveryStream.objects.filter(pk=stream_id).exists():
+            _release_after_error(stream_id, owner)
+            raise
+        return "lease lost"
     except BaseException:
-        # The lease expires by itself; release now so the sweep can retry sooner.
-        release(stream_id, owner, next_attempt_at=timezone.now() + timedelta(seconds=1))
+        # The lease would expire by itself, but only after the whole lease: release now so the sweep can retry
+        # sooner, even when what failed was the database connection itself.
+        _release_after_error(stream_id, owner)
         raise
+    finally:
+        _lease_renewed_at.pop(stream_id, None)
+
+
+def _release_after_error(stream_id: int, owner: str) -> None:
+    """Release the lease after ``_work`` raised. A database error mid-delivery leaves this process's connection
+    dead (PostgreSQL restarted, the network dropped it): close it and try once more on a fresh one."""
+    for last_try in (False, True):
+        try:
+            release(stream_id, owner, next_attempt_at=timezone.now() + timedelta(seconds=1))
+            return
+        except DatabaseError:
+            if last_try:
+                logger.warning("could not release the lease of stream %s; it expires by itself", stream_id)
+                return
+            if connection.in_atomic_block:
+                return
+            connection.close()
 
 
 def _work(stream: DeliveryStream, destination: Destination, owner: str, lease: float) -> str:
     names = set(destination.event_names or ())
+    topic_pk = None
     while True:
-        head = Topic.objects.filter(name=destination.topic_name).values_list("last_offset", flat=True).first()
-        if head is None:
+        row = Topic.objects.filter(name=destination.topic_name).values_list("pk", "last_offset").first()
+        if row is None:
             raise NotFound("topic no longer exists")
+        if topic_pk is not None and row[0] != topic_pk:
+            # Deleted and created again while this stream was being worked: the deletion ended this stream (and
+            # started the destination over), so these offsets are another topic's.
+            return "lease lost"
+        topic_pk, head = row
         events = read_stream_events(destination.topic_name, stream.topic_id, after=stream.last_offset, limit=READ_BATCH)
         if not events:
             # Nothing of this topic id up to the head read before the query: move the cursor there,

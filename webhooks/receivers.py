@@ -1,4 +1,5 @@
-"""Wakes webhook delivery after a publish commits (``events_committed`` is sent after commit)."""
+"""Wakes webhook delivery after a publish commits (``events_committed`` is sent after commit), and ends a deleted
+topic's deliveries (``topic_deleted``, inside the delete's transaction)."""
 
 import logging
 
@@ -6,7 +7,9 @@ from django.db import connection
 from django.dispatch import receiver
 
 from events.signals import events_committed
-from webhooks.models import Destination
+from topics.signals import topic_deleted
+from webhooks import wakeups
+from webhooks.models import DeliveryStream, Destination
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +30,27 @@ def any_active_destination(topic_name: str) -> bool:
 
 @receiver(events_committed, dispatch_uid="webhooks.wake_after_publish")
 def wake_after_publish(sender: object, topic_name: str, events: list, **kwargs: object) -> None:
-    """Queue one wake-up for the topic if any active destination listens to it. A lost message only
-    delays delivery: the beat sweep finds streams that are behind."""
-    from webhooks.tasks import wake_topic
-
+    """Queue one wake-up for the topic if any active destination listens to it, without waiting for the broker
+    (webhooks.wakeups). A lost message only delays delivery: the beat sweep finds streams that are behind."""
     try:
         if any_active_destination(topic_name):
-            wake_topic.delay(topic_name, sorted({event.topic_id for event in events}))
+            wakeups.wake_topic_soon(topic_name, sorted({event.topic_id for event in events}))
     except Exception:
         logger.warning("could not queue the webhook wake-up for '%s'; the sweep will", topic_name, exc_info=True)
+
+
+@receiver(topic_deleted, dispatch_uid="webhooks.end_deliveries_of_deleted_topic")
+def end_deliveries_of_deleted_topic(sender: object, name: str, **kwargs: object) -> None:
+    """Delete the topic's delivery streams (their cursors, attempts and undeliverable records are offsets of the
+    dropped table) and start every destination on it over from offset 0: a topic created again under the same
+    name is delivered from its first event. Runs in the delete's transaction, so both happen or neither."""
+    destinations = Destination.objects.for_topic(name)
+    DeliveryStream.objects.filter(destination__in=destinations).delete()
+    destinations.update(start_offset=0, scanned_offset=0)
+    # A "name:id" destination has its one stream from creation on (whole-topic ones discover theirs).
+    DeliveryStream.objects.bulk_create(
+        [
+            DeliveryStream(destination_id=pk, topic_id=topic_id, last_offset=0)
+            for pk, topic_id in destinations.exclude(topic_id="").values_list("pk", "topic_id")
+        ]
+    )

@@ -6,6 +6,7 @@ message naming the field, so every front end explains a refusal the same way.
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -14,10 +15,12 @@ from django.utils import timezone
 from eventrelay.errors import InvalidInput, NotFound
 from topics.models import Topic
 from topics.refs import TopicRef
-from webhooks import signing, ssrf
+from webhooks import signing, ssrf, wakeups
 from webhooks.models import DeliveryStream, Destination, UndeliverableEvent
 
 logger = logging.getLogger(__name__)
+
+MASK = "***"
 
 EDITABLE_FIELDS = (
     "name",
@@ -39,8 +42,44 @@ def check_destination_url(url: object) -> str:
     try:
         ssrf.check_url(url, allow_private=settings.ER_WEBHOOK_ALLOW_PRIVATE)
     except ValueError as exc:
-        raise InvalidInput(f"url {url!r} is refused: {exc}", field="url") from None
+        raise InvalidInput(f"url {ssrf.without_password(url)!r} is refused: {exc}", field="url") from None
     return url
+
+
+def shown_url(url: str) -> str:
+    """The URL as the API and the admin show it: a password in it is write-only, like the signing secret."""
+    return ssrf.without_password(url)
+
+
+def restore_password(submitted: object, stored: str) -> object:
+    """``submitted`` with the stored password put back where it shows the mask (``***``).
+
+    Clients only ever see the URL masked, so sending it back unchanged, or with another path or query, must keep
+    the password. It is put back only for the same scheme, user, host and port: a masked password sent towards
+    another host would hand the stored one to it. Anything else is taken as written (a new URL replaces it).
+    """
+    if not isinstance(submitted, str) or submitted == stored:
+        return submitted
+    try:
+        new, old = urlsplit(submitted), urlsplit(stored)
+        if new.password != MASK or old.password is None:
+            return submitted
+        same_place = (new.scheme, new.username, new.hostname, new.port) == (
+            old.scheme,
+            old.username,
+            old.hostname,
+            old.port,
+        )
+    except ValueError:
+        return submitted
+    if not same_place:
+        raise InvalidInput(
+            f"url {submitted!r} has the masked password {MASK!r} but another user, host or port than the stored URL:"
+            " type the password again",
+            field="url",
+        )
+    old_userinfo = old.netloc.rpartition("@")[0]
+    return new._replace(netloc=f"{old_userinfo}@{new.netloc.rpartition('@')[2]}").geturl()
 
 
 def _check_event_names(value: object) -> list[str]:
@@ -124,23 +163,19 @@ def create_destination(
     if ref.id is not None:
         DeliveryStream.objects.create(destination=destination, topic_id=ref.id, last_offset=start_offset)
     if start_offset < topic_row.last_offset:
-        from webhooks.tasks import wake_topic
-
-        _queue_after_commit(wake_topic, ref.name)
+        _wake_after_commit(ref.name)
     return destination
 
 
+def _wake_after_commit(topic_name: str) -> None:
+    """Wake the topic's delivery once the transaction commits, without waiting for the broker (webhooks.wakeups):
+    the change is saved either way, and the beat sweep does the work if the wake-up is lost."""
+    transaction.on_commit(lambda: wakeups.wake_topic_soon(topic_name))
+
+
 def _queue_after_commit(task: Any, *args: object) -> None:
-    """Queue a Celery task once the transaction commits. A broker outage is logged, not raised: the
-    change is saved, and the beat sweep does the work when the broker is back."""
-
-    def queue() -> None:
-        try:
-            task.delay(*args)
-        except Exception:
-            logger.warning("could not queue %s%r; the sweep will pick the work up", task.name, args, exc_info=True)
-
-    transaction.on_commit(queue)
+    """Queue a Celery task once the transaction commits, without waiting for the broker (webhooks.wakeups)."""
+    transaction.on_commit(lambda: wakeups.queue_soon(task, *args))
 
 
 def update_destination(destination: Destination, changes: dict[str, Any]) -> Destination:
@@ -151,6 +186,7 @@ def update_destination(destination: Destination, changes: dict[str, Any]) -> Des
     if "name" in changes:
         changes["name"] = _check_name(changes["name"])
     if "url" in changes:
+        changes["url"] = restore_password(changes["url"], destination.url)
         check_destination_url(changes["url"])
     if "event_names" in changes:
         changes["event_names"] = _check_event_names(changes["event_names"])
@@ -176,12 +212,10 @@ def pause(destination: Destination) -> None:
 
 def resume(destination: Destination) -> None:
     """Reactivate and deliver the backlog now (retry timers are reset)."""
-    from webhooks.tasks import wake_topic
-
     Destination.objects.filter(pk=destination.pk).update(active=True, disabled_reason="", updated_at=timezone.now())
     destination.active = True
     destination.streams.update(next_attempt_at=timezone.now())
-    _queue_after_commit(wake_topic, destination.topic_name)
+    _wake_after_commit(destination.topic_name)
 
 
 def disable(destination_id: int, reason: str) -> None:

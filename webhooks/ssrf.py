@@ -7,6 +7,12 @@ IPv6, so ``localhost``, ``[::1]``, ``[::ffff:127.0.0.1]``, ``2130706433`` and ``
 loopback address they are) and refuses the URL if *any* address is not publicly routable: a name with one public
 and one private record would otherwise let the connection land on the private one.
 
+The host checked is the one the HTTP client will connect to: the URL is parsed the way requests prepares it
+(urllib3's ``parse_url``), and a URL that ``urlsplit`` reads differently is refused, as is anything such parsers
+disagree about (a backslash, whitespace or a control character anywhere, an unencoded ``@`` in the user
+information, a percent-encoded host): ``http://127.0.0.1:9305\\@8.8.8.8/`` is ``8.8.8.8`` to ``urlsplit`` but
+``127.0.0.1`` to urllib3.
+
 Resolving here and connecting later leaves a window for DNS rebinding; call ``check_url`` right before each
 attempt (not only when a destination is saved) to keep that window short.
 """
@@ -14,7 +20,12 @@ attempt (not only when a destination is saved) to keep that window short.
 import ipaddress
 import re
 import socket
+import unicodedata
+from typing import NamedTuple
 from urllib.parse import urlsplit
+
+import requests
+from urllib3.util import parse_url
 
 ALLOWED_SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -44,6 +55,14 @@ class UnresolvableURL(UnsafeURL):
     """The host did not resolve. Unlike the other refusals this may be temporary (a DNS outage)."""
 
 
+class Target(NamedTuple):
+    """Where the HTTP client will connect for a URL."""
+
+    scheme: str
+    host: str
+    port: int
+
+
 def check_url(url: str, allow_private: bool) -> None:
     """Return ``None`` if ``url`` may be POSTed to; raise ``UnsafeURL`` (a ``ValueError``) saying why not.
 
@@ -51,24 +70,11 @@ def check_url(url: str, allow_private: bool) -> None:
     for tests and private deployments) non-public addresses are accepted, but the host must still resolve.
     This performs a DNS lookup for host names; IP literals resolve locally.
     """
-    shown = _without_password(url)
+    shown = without_password(url)
+    target = connect_target(url)
+    host = target.host
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UnsafeURL(f"webhook URL {shown!r} is malformed: {exc}", url=shown, reason="malformed") from None
-    if parts.scheme not in ALLOWED_SCHEMES:
-        raise UnsafeURL(
-            f"webhook URL {shown!r} has scheme {parts.scheme!r}; only http and https are allowed",
-            url=shown,
-            reason="scheme",
-        )
-    host = parts.hostname
-    if not host:
-        raise UnsafeURL(f"webhook URL {shown!r} has no host", url=shown, reason="no-host")
-
-    try:
-        infos = socket.getaddrinfo(host, DEFAULT_PORTS[parts.scheme] if port is None else port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, target.port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise UnresolvableURL(
             f"cannot resolve host {host!r} of webhook URL {shown!r}: {exc}", url=shown, host=host, reason="unresolvable"
@@ -88,6 +94,77 @@ def check_url(url: str, allow_private: bool) -> None:
                 address=address,
                 reason=reason,
             )
+
+
+def connect_target(url: str) -> Target:
+    """The scheme, host and port requests will connect to for ``url``; ``UnsafeURL`` if it is not an http(s) URL
+    with a host, or if parsers could read it as two different places.
+
+    requests prepares the URL with urllib3's ``parse_url`` and connects to the host of the prepared URL; the rest
+    of Python (and most other code that looks at a URL) uses ``urlsplit``. Both must name the same host and port.
+    """
+    shown = without_password(url)
+    for position, char in enumerate(url):
+        kind = _ambiguous_character(char)
+        if kind:
+            raise UnsafeURL(
+                f"webhook URL {shown!r} contains {kind} at position {position}; percent-encode it",
+                url=shown,
+                reason="ambiguous",
+            )
+    try:
+        parts = urlsplit(url)
+        split_port = parts.port
+    except ValueError as exc:
+        raise UnsafeURL(f"webhook URL {shown!r} is malformed: {exc}", url=shown, reason="malformed") from None
+    if parts.scheme not in ALLOWED_SCHEMES:
+        raise UnsafeURL(
+            f"webhook URL {shown!r} has scheme {parts.scheme!r}; only http and https are allowed",
+            url=shown,
+            reason="scheme",
+        )
+    if not parts.hostname:
+        raise UnsafeURL(f"webhook URL {shown!r} has no host", url=shown, reason="no-host")
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    if "@" in userinfo:
+        raise UnsafeURL(
+            f"webhook URL {shown!r} has more than one '@' before its host; percent-encode an '@' in the user or"
+            " password as %40",
+            url=shown,
+            reason="ambiguous",
+        )
+    if "%" in hostport:
+        raise UnsafeURL(f"webhook URL {shown!r} has a percent-encoded host", url=shown, reason="ambiguous")
+    try:
+        prepared = parse_url(requests.Request("POST", url).prepare().url or "")
+    except (requests.RequestException, ValueError) as exc:
+        raise UnsafeURL(f"webhook URL {shown!r} is malformed: {exc}", url=shown, reason="malformed") from None
+    split_host = parts.hostname
+    client_host = (prepared.host or "").strip("[]").lower()
+    client_port = prepared.port or DEFAULT_PORTS.get(prepared.scheme or "", 0)
+    # A non-ASCII name is IDNA-encoded by requests, so compare the encoded form for those.
+    comparable = split_host if split_host.isascii() else client_host
+    split_target = (parts.scheme, comparable, split_port or DEFAULT_PORTS[parts.scheme])
+    if (prepared.scheme, client_host, client_port) != split_target:
+        raise UnsafeURL(
+            f"webhook URL {shown!r} is ambiguous: it reads as host {split_host!r} port {split_port}, but the HTTP"
+            f" client would connect to host {client_host!r} port {client_port}",
+            url=shown,
+            host=client_host,
+            reason="ambiguous",
+        )
+    return Target(parts.scheme, client_host, client_port)
+
+
+def _ambiguous_character(char: str) -> str:
+    """What ``char`` is if parsers disagree about it in a URL (RFC 3986 allows none of these unencoded)."""
+    if char == "\\":
+        return "a backslash"
+    if char.isspace():
+        return "whitespace"
+    if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+        return f"an invisible or control character (U+{ord(char):04X})"
+    return ""
 
 
 def non_public_reason(address: IPAddress) -> str | None:
@@ -121,7 +198,7 @@ def non_public_reason(address: IPAddress) -> str | None:
     return None
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     """``url`` with any password replaced by ``***``, so refusals can be logged and stored.
 
     A regular expression rather than ``urlsplit`` because it must work on URLs ``urlsplit`` rejects.
