@@ -1,8 +1,9 @@
-"""The REST API of SPEC.md. Each view: parse, authorize, one service call, serialize."""
+"""The REST API of docs/rest.md. Each view: parse, authorize, one service call, serialize."""
 
 from typing import Any
 
 from django.db import transaction
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
@@ -10,16 +11,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api import schema
 from api import serializers as s
 from eventrelay import ratelimit
 from eventrelay.auth import Principal, require_admin
 from eventrelay.errors import InvalidInput, NotFound
+from events.canonical import StoredEvent, canonical_json_list
 from events.services import publish, pull
 from topics.services import create_topic_as, delete_topic_as, get_topic, list_topics_as
 from webhooks import services as webhooks
 from webhooks.models import DeliveryAttempt, Destination
 
-ERRORS = {code: s.ErrorSerializer for code in (400, 401, 403, 404, 409, 413, 429)}
+ERRORS = {code: s.ErrorSerializer for code in (400, 401, 403, 404, 409, 413, 429, 500)}
+# Path parameters with the rules the services check (api.schema).
+TOPIC_NAME = OpenApiParameter("name", schema.TOPIC_NAME, OpenApiParameter.PATH)
+TOPIC_REF = OpenApiParameter("ref", schema.TOPIC_REF, OpenApiParameter.PATH)
+DESTINATION_ID = OpenApiParameter("destination_id", schema.DESTINATION_ID, OpenApiParameter.PATH)
+NON_NEGATIVE_INTEGER = {"type": "integer", "format": "int64", "minimum": 0}
 
 
 class EventRelayView(APIView):
@@ -71,42 +79,61 @@ class TopicsView(EventRelayView):
 
 
 class TopicView(EventRelayView):
-    @extend_schema(responses={200: s.TopicSerializer, **ERRORS}, summary="Get a topic")
+    @extend_schema(parameters=[TOPIC_NAME], responses={200: s.TopicSerializer, **ERRORS}, summary="Get a topic")
     def get(self, request: Request, name: str) -> Response:
         topic = get_topic(name)
         if not self.principal.admin and name not in {grant.name for grant in self.principal.grants}:
             raise NotFound(f"topic '{name}' does not exist", field="topic")
         return Response(s.topic_payload(topic))
 
-    @extend_schema(responses={204: None, **ERRORS}, summary="Delete a topic and its events (admin)")
+    @extend_schema(
+        parameters=[TOPIC_NAME], responses={204: None, **ERRORS}, summary="Delete a topic and its events (admin)"
+    )
     def delete(self, request: Request, name: str) -> Response:
         delete_topic_as(self.principal, name)
         return Response(status=204)
 
 
+def _events_response(events: list[StoredEvent], status: int, next_offset: int | None = None) -> HttpResponse:
+    """``{"events": [...], "nextOffset": n}`` with each event's canonical JSON text, its stored
+    payloads spliced in verbatim (``events.canonical``): never parsed, so numbers come back as the
+    producer wrote them and any stored event is served. (The schema is ``s.EventSerializer``'s.)"""
+    tail = "" if next_offset is None else f',"nextOffset":{next_offset}'
+    return HttpResponse(
+        f'{{"events":{canonical_json_list(events)}{tail}}}', status=status, content_type="application/json"
+    )
+
+
 class EventsView(EventRelayView):
     @extend_schema(
-        request=s.NewEventSerializer(many=True),
+        parameters=[TOPIC_REF],
+        request=s.PublishRequestSerializer,
         responses={201: s.PublishResponseSerializer, **ERRORS},
         summary="Publish one event or a list (source http)",
     )
-    def post(self, request: Request, ref: str) -> Response:
+    def post(self, request: Request, ref: str) -> HttpResponse:
         events = request.data if isinstance(request.data, list) else [request.data]
         ratelimit.check("publish", self.principal.rate_limit_key, cost=len(events))
-        stored = publish(self.principal, ref, events, "http")
-        return Response({"events": s.EventSerializer(stored, many=True).data}, status=201)
+        return _events_response(publish(self.principal, ref, events, "http"), status=201)
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("offset", int, description="First offset to return (default 1)"),
-            OpenApiParameter("limit", int, description="At most this many (default 100, max 1,000)"),
+            TOPIC_REF,
+            OpenApiParameter(
+                "offset", NON_NEGATIVE_INTEGER, description="First offset to return (default 1; 0 reads as 1)"
+            ),
+            OpenApiParameter(
+                "limit",
+                NON_NEGATIVE_INTEGER,
+                description="At most this many (0 or absent: 100; more than 1,000 reads as 1,000)",
+            ),
         ],
         responses={200: s.PullResponseSerializer, **ERRORS},
         summary="Pull events by offset",
     )
-    def get(self, request: Request, ref: str) -> Response:
+    def get(self, request: Request, ref: str) -> HttpResponse:
         result = pull(self.principal, ref, _int_param(request, "offset", 1), _int_param(request, "limit", 0))
-        return Response({"events": s.EventSerializer(result.events, many=True).data, "nextOffset": result.next_offset})
+        return _events_response(result.events, status=200, next_offset=result.next_offset)
 
 
 # --- Webhooks (admin) -----------------------------------------------------------------------------------
@@ -143,7 +170,7 @@ class WebhooksView(WebhookAdminView):
 
     @extend_schema(
         request=s.DestinationCreateSerializer,
-        responses={201: s.DestinationSerializer, **ERRORS},
+        responses={201: s.DestinationCreatedSerializer, **ERRORS},
         summary="Create a webhook destination (admin)",
     )
     def post(self, request: Request) -> Response:
@@ -162,12 +189,17 @@ class WebhooksView(WebhookAdminView):
 
 
 class WebhookView(WebhookAdminView):
-    @extend_schema(responses={200: s.DestinationSerializer, **ERRORS}, summary="Get a webhook destination (admin)")
+    @extend_schema(
+        parameters=[DESTINATION_ID],
+        responses={200: s.DestinationSerializer, **ERRORS},
+        summary="Get a webhook destination (admin)",
+    )
     def get(self, request: Request, destination_id: int) -> Response:
         return Response(s.DestinationSerializer(self.destination(destination_id)).data)
 
     @extend_schema(
-        request=s.DestinationSerializer,
+        parameters=[DESTINATION_ID],
+        request=s.DestinationChangeSerializer,
         responses={200: s.DestinationSerializer, **ERRORS},
         summary="Change a webhook destination (admin)",
     )
@@ -180,14 +212,21 @@ class WebhookView(WebhookAdminView):
             webhooks.update_destination(destination, data)
         return Response(s.DestinationSerializer(destination).data)
 
-    @extend_schema(responses={204: None, **ERRORS}, summary="Delete a webhook destination (admin)")
+    @extend_schema(
+        parameters=[DESTINATION_ID], responses={204: None, **ERRORS}, summary="Delete a webhook destination (admin)"
+    )
     def delete(self, request: Request, destination_id: int) -> Response:
         self.destination(destination_id).delete()
         return Response(status=204)
 
 
 class WebhookPauseView(WebhookAdminView):
-    @extend_schema(request=None, responses={200: s.DestinationSerializer, **ERRORS}, summary="Pause deliveries (admin)")
+    @extend_schema(
+        parameters=[DESTINATION_ID],
+        request=None,
+        responses={200: s.DestinationSerializer, **ERRORS},
+        summary="Pause deliveries (admin)",
+    )
     def post(self, request: Request, destination_id: int) -> Response:
         destination = self.destination(destination_id)
         webhooks.pause(destination)
@@ -196,7 +235,10 @@ class WebhookPauseView(WebhookAdminView):
 
 class WebhookResumeView(WebhookAdminView):
     @extend_schema(
-        request=None, responses={200: s.DestinationSerializer, **ERRORS}, summary="Resume deliveries (admin)"
+        parameters=[DESTINATION_ID],
+        request=None,
+        responses={200: s.DestinationSerializer, **ERRORS},
+        summary="Resume deliveries (admin)",
     )
     def post(self, request: Request, destination_id: int) -> Response:
         destination = self.destination(destination_id)
@@ -209,7 +251,12 @@ class WebhookResumeView(WebhookAdminView):
 class WebhookAttemptsView(WebhookAdminView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("limit", int, description="At most this many, newest first (default 100, max 1,000)")
+            DESTINATION_ID,
+            OpenApiParameter(
+                "limit",
+                NON_NEGATIVE_INTEGER,
+                description="At most this many, newest first (0 or absent: 100; more than 1,000 reads as 1,000)",
+            ),
         ],
         responses={200: s.AttemptListSerializer, **ERRORS},
         summary="Delivery attempts of a destination (admin)",

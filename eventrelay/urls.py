@@ -10,3 +10,10 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
 ]
+
+# Under /api/v1/ errors Django answers itself (no route matched, an unhandled exception) speak the API's JSON
+# error shape; everywhere else Django's own pages stay.
+handler400 = "eventrelay.error_pages.bad_request"
+handler403 = "eventrelay.error_pages.permission_denied"
+handler404 = "eventrelay.error_pages.page_not_found"
+handler500 = "eventrelay.error_pages.server_error"

@@ -1,9 +1,9 @@
-"""The REST API (SPEC.md "REST API"): every endpoint through Django's test client, the real URL
+"""The REST API (docs/rest.md): every endpoint through Django's test client, the real URL
 routing and the real PostgreSQL.
 
 Each test says who calls (an admin token, a token scoped to ``users:123`` …), what it sends, and then
 checks what the API answered *and* what it did: topic rows and tables, stored events and their
-offsets, destination rows. Errors must come back in the one shape of SPEC.md,
+offsets, destination rows. Errors must come back in the one shape of docs/rest.md,
 ``{"error": {"code", "message", "field"?}}``.
 """
 
