@@ -9,7 +9,7 @@ GRPC_PORT ?= $(or $(ER_GRPC_PORT),50051)
 # The browser tests drive Debian's Chromium through Playwright (which never downloads a browser).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format bench services env db install protos clean browser
+.PHONY: run test lint format bench services env db install protos clean browser screenshots
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,11 @@ test: install services env browser
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "models changed without a migration: run makemigrations"; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Refresh the committed docs/screenshots/*.png the README shows: the browser tests that take them, told to write
+# there (a plain test run writes them to the ignored .test-logs/screenshots/docs/).
+screenshots: install services env browser
+	REFRESH_SCREENSHOTS=1 $(PY) -m pytest $$(grep -l '^from tests.browser import .*screenshot' tests/test_*.py) $(PYTEST_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -66,7 +71,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# SPEC.md's performance table against its baselines, on real processes (docs/benchmarks.md):
+# the performance table of docs/benchmarks.md against its baselines, on real processes (docs/benchmarks.md):
 # full sizes by default; `make bench BENCH_ARGS=--quick` for the < 2 minute smoke run.
 bench: install services env
 	$(PY) -m bench.run $(BENCH_ARGS)

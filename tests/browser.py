@@ -10,7 +10,7 @@ A test module makes a ``page`` fixture with one line and saves screenshots with 
     def test_it_shows_the_dashboard(page: Page, web_server: WebServer) -> None:
         page.goto(f"{web_server.base_url}/admin/")
         ...
-        screenshot(page, "admin-dashboard")  # docs/screenshots/admin-dashboard.png
+        screenshot(page, "admin-dashboard")  # .test-logs/screenshots/docs/; `make screenshots`: docs/screenshots/
 
 Each test gets its own Chromium with a fresh context (no cookies, storage or cache shared with any
 other test), 1280x800, light colour scheme, UTC. An uncaught JavaScript error on the page fails the
@@ -47,7 +47,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = REPO / "docs" / "screenshots"
+# ``screenshot`` writes into the ignored .test-logs/, so a test run leaves the checkout clean; ``make screenshots``
+# sets REFRESH_SCREENSHOTS=1 to rewrite the committed images the README shows.
+REFRESH_SCREENSHOTS = "REFRESH_SCREENSHOTS"
+COMMITTED_SCREENSHOTS = REPO / "docs" / "screenshots"
 # Long enough for a loaded machine running the whole suite, short enough to fail usefully.
 TIMEOUT_MS = 15_000
 
@@ -116,10 +119,17 @@ def page_fixture() -> Callable[..., Iterator[Page]]:
     return page
 
 
+def screenshots_dir() -> Path:
+    """docs/screenshots/ when ``REFRESH_SCREENSHOTS=1`` (``make screenshots``), else .test-logs/screenshots/docs/."""
+    if os.environ.get(REFRESH_SCREENSHOTS) == "1":
+        return COMMITTED_SCREENSHOTS
+    return LOG_DIR / "screenshots" / "docs"
+
+
 def screenshot(page: Page, name: str, hide: Sequence[Locator] = ()) -> Path:
-    """Save the whole page to ``docs/screenshots/<name>.png``, animations settled. ``hide``: elements
+    """Save the whole page to ``<screenshots_dir()>/<name>.png``, animations settled. ``hide``: elements
     painted over in grey, for what a committed image should not show (tokens, secrets)."""
-    path = SCREENSHOTS / f"{name}.png"
+    path = screenshots_dir() / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True, animations="disabled", mask=list(hide), mask_color="#c4c4c4")
     return path
