@@ -1,1 +1,1 @@
-"""The benchmark harness (SPEC.md "Performance targets"): `make bench`, or `python -m bench.run --quick|--full`."""
+"""The benchmark harness (docs/benchmarks.md): `make bench`, or `python -m bench.run --quick|--full`."""

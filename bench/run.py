@@ -1,7 +1,7 @@
 """The benchmark harness: ``python -m bench.run --quick|--full [--only scenario,...] [--results-dir DIR]``.
 
 It starts the real processes (a dedicated database, daphne, the gRPC server, two Celery workers and
-beat, all on 127.0.0.1), runs each scenario of SPEC.md's performance table with its baseline measured
+beat, all on 127.0.0.1), runs each scenario of the performance table of docs/benchmarks.md with its baseline measured
 in the same run on the same machine, prints a table (figure, baseline, ratio, target, met?), and
 writes ``latest.json`` and ``latest.png`` to the results directory (``bench/results`` by default).
 Load generators are processes of their own; every loop is bounded in count and time.
@@ -202,7 +202,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument(
         "--quick", action="store_const", const="quick", dest="mode", help="small sizes, under 2 minutes (CI smoke test)"
     )
-    size.add_argument("--full", action="store_const", const="full", dest="mode", help="SPEC.md's sizes (the default)")
+    size.add_argument(
+        "--full", action="store_const", const="full", dest="mode", help="the documented sizes (the default)"
+    )
     parser.set_defaults(mode="full")
     parser.add_argument("--only", default="", help=f"comma-separated scenarios to run (of: {', '.join(SCENARIOS)})")
     parser.add_argument(

@@ -45,7 +45,7 @@ def timestamp_of(moment: datetime) -> Timestamp:
 
 
 def event_message(event: StoredEvent) -> pb.Event:
-    """The ``Event`` message of SPEC.md for a stored event."""
+    """The ``Event`` message of docs/grpc.md for a stored event."""
     return pb.Event(
         event_id=str(event.event_id),
         name=event.name,

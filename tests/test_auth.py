@@ -1,4 +1,4 @@
-"""Token authentication and the topic authorization rule (SPEC.md "Authentication and authorization").
+"""Token authentication and the topic authorization rule (docs/api.md "Authentication and authorization").
 
 Tokens are crafted by hand with PyJWT (or raw base64url for the ones PyJWT refuses to make), so each
 test says exactly what is on the wire. None of these tests touch the database.

@@ -1,4 +1,4 @@
-"""The committed gRPC code matches the proto, and the proto matches SPEC.md "gRPC API".
+"""The committed gRPC code matches the proto, and the proto matches docs/grpc.md.
 
 The generated modules in ``eventrelay/v1/`` are committed so the server runs without a build step;
 these tests catch a proto edited without ``make protos``, and a proto that drifts from the contract.
@@ -21,7 +21,7 @@ GENERATED = (
     "eventrelay/v1/eventrelay_pb2_grpc.py",
 )
 
-# SPEC.md "gRPC API": service → {rpc: (request message, response message, server streaming)}.
+# docs/grpc.md: service → {rpc: (request message, response message, server streaming)}.
 SPEC_SERVICES = {
     "Topics": {
         "CreateTopic": ("CreateTopicRequest", "Topic", False),
@@ -35,7 +35,7 @@ SPEC_SERVICES = {
     },
 }
 
-# SPEC.md "gRPC API": message → {field: type}, where a type is a scalar name, "Timestamp", a message
+# docs/grpc.md: message → {field: type}, where a type is a scalar name, "Timestamp", a message
 # name, or "repeated <message>".
 SPEC_MESSAGES = {
     "CreateTopicRequest": {"name": "string"},
@@ -138,7 +138,7 @@ def test_each_service_has_exactly_the_rpcs_of_the_spec(service_name: str) -> Non
         for method in service.methods
     }
 
-    # Then they are exactly SPEC.md's, and none streams from the client
+    # Then they are exactly docs/grpc.md's, and none streams from the client
     assert declared == SPEC_SERVICES[service_name]
     assert not any(method.client_streaming for method in service.methods)
     for method in service.methods:

@@ -1,4 +1,4 @@
-"""Every process refuses to start without a usable ER_JWT_SECRET (SPEC.md "Processes").
+"""Every process refuses to start without a usable ER_JWT_SECRET (the README's "Processes" and "Configuration").
 
 Each test starts the real process from the repository, the way the Procfile does. An explicit value in
 the environment wins over ``.env`` (settings load it with ``override=False``), so ``ER_JWT_SECRET=""``

@@ -1,4 +1,4 @@
-"""Topic names and references (SPEC.md "Topics"): what is accepted, what is refused and why, and that a
+"""Topic names and references (docs/api.md "Topics and references"): what is accepted, what is refused and why, and that a
 refused name leaves nothing behind in the database (no ``Topic`` row, no table)."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Webhook signatures (SPEC.md "Webhooks", Standard Webhooks): ``sign`` agrees with the published example and with
+"""Webhook signatures (docs/webhooks.md, Standard Webhooks): ``sign`` agrees with the published example and with
 an implementation written here from the specification alone; ``verify`` accepts what we send and refuses tampered,
 mis-keyed and stale requests."""
 

@@ -1,4 +1,4 @@
-"""Webhook delivery failures end to end (SPEC.md "Webhooks"): exhausted attempts, 410 Gone, redirects,
+"""Webhook delivery failures end to end (docs/webhooks.md): exhausted attempts, 410 Gone, redirects,
 Retry-After, and private addresses. Real Celery workers, the real Redis broker, a local HTTP receiver."""
 
 import socket
