@@ -21,6 +21,7 @@ from django.conf import settings
 from events.services import publish
 from tests.grpc_client import unique_topic
 from tests.processes import TEST_QUEUE, CeleryBeat, CeleryWorker, log_of, wait_until
+from tests.webhook_processes import start_fixture  # noqa: F401  (the ``start`` fixture)
 from topics.models import Topic
 from webhooks import delivery, wakeups
 from webhooks.models import DeliveryAttempt, DeliveryStream
@@ -37,27 +38,6 @@ FAST_RECOVERY = {
     "ER_WEBHOOK_SWEEP_S": "1",
     "ER_WEBHOOK_REQUEUE_S": "2",
 }
-
-
-@pytest.fixture
-def start():
-    """``start(CeleryWorker, name=...)``: a process that is stopped after the test, whatever happens.
-
-    The process is registered before its constructor waits for it to be ready, so one that never
-    becomes ready is stopped too.
-    """
-    started = []
-
-    def start_process(kind, **kwargs):
-        process = kind.__new__(kind)
-        started.append(process)
-        process.__init__(**kwargs)
-        return process
-
-    yield start_process
-    for process in reversed(started):
-        if hasattr(process, "process"):
-            process.stop()
 
 
 @pytest.fixture(autouse=True)
