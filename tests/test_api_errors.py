@@ -17,6 +17,7 @@ from django.urls import reverse
 from api.errors import STATUS_BY_CODE
 from eventrelay.auth import mint_token
 from tests.processes import REPO, VENV_BIN, WebServer
+from tests.test_rest_api import error_of
 
 pytestmark = pytest.mark.django_db
 
@@ -24,14 +25,9 @@ ADMIN = {"HTTP_AUTHORIZATION": f"Bearer {mint_token([], admin=True)}"}
 
 
 def json_error(response, status: int, code: str) -> dict[str, str]:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
-    assert list(body) == ["error"], body
-    error = body["error"]
-    assert error["code"] == code, error
-    assert set(error) <= {"code", "message", "field"} and error["message"], error
-    return error
+    """``error_of``, and the response says it is JSON (Django's own pages are HTML)."""
+    assert response["Content-Type"].startswith("application/json"), (response.status_code, response["Content-Type"])
+    return error_of(response, status, code)
 
 
 # --- Paths no route matches -----------------------------------------------------------------------
