@@ -9,10 +9,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventrelay.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
-from django.urls import path  # noqa: E402
 
 from eventrelay.checks import raise_on_configuration_errors  # noqa: E402
-from events.websocket import EventsConsumer  # noqa: E402
+from ws_api.routing import websocket_urlpatterns  # noqa: E402
 
 raise_on_configuration_errors()
 
@@ -21,6 +20,6 @@ raise_on_configuration_errors()
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": URLRouter([path("ws/events", EventsConsumer.as_asgi())]),
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

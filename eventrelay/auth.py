@@ -14,7 +14,7 @@ import jwt
 from django.conf import settings
 
 from eventrelay.errors import Forbidden, InvalidInput, Unauthenticated
-from topics.refs import TopicRef
+from eventrelay.refs import TopicRef
 
 ALGORITHM = "HS256"
 

@@ -22,7 +22,7 @@ SECRET_KEY = env_str("DJANGO_SECRET_KEY") or "insecure-dev-key-set-DJANGO_SECRET
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
 INSTALLED_APPS = [
-    "eventrelay.apps.EventRelayAdminConfig",  # django.contrib.admin with our site
+    "console.apps.ConsoleAdminConfig",  # django.contrib.admin with our site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "webhooks",
     "grpc_api",
     "api",
+    "ws_api",
+    "console",
 ]
 
 MIDDLEWARE = [

@@ -14,8 +14,8 @@ from django.db import models
 from django.db.models.functions import Cast
 
 from events.exact_json import dumps_exact, loads_exact, nesting_depth
-from events.tables import event_model
 from topics.models import Topic
+from topics.tables import event_model
 
 PAGE_SIZE = 50
 

@@ -2,7 +2,7 @@
 ``data`` and ``context`` (``ER_MAX_JSON_DEPTH``) that every transport applies.
 
 gRPC carries JSON as text and stores it as sent. REST and the WebSocket parse a whole request, so
-their parsers (``api.parsers``, ``events.websocket``) use :func:`loads_exact`: a number that a float
+their parsers (``api.parsers``, ``ws_api.consumers``) use :func:`loads_exact`: a number that a float
 or an int would write back differently (``1e2``, ``1.5e-400``, forty digits of pi, ``-0``) becomes a
 :class:`NumberLiteral` holding its text, and :func:`dumps_exact` writes that text back verbatim when
 validation encodes the payload. Ordinary payloads have no such number and are encoded by the C

@@ -17,11 +17,11 @@ from typing import Any
 from eventrelay.auth import Principal, require_write
 from eventrelay.db import run_sync
 from eventrelay.errors import EventRelayError
+from eventrelay.refs import TopicRef
 from events import live
 from events.canonical import StoredEvent
 from events.services import Batch, BatchResult, store_batches
 from events.validation import EventsToValidate, EventValidator
-from topics.refs import TopicRef
 
 logger = logging.getLogger(__name__)
 

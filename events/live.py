@@ -39,11 +39,11 @@ from django.dispatch import receiver
 
 from eventrelay.db import run_sync
 from eventrelay.errors import EventRelayError, NotFound, SlowConsumer, Unavailable
+from eventrelay.refs import TopicRef
 from events.canonical import StoredEvent
 from events.services import read_events
 from events.signals import events_committed
 from topics.models import Topic
-from topics.refs import TopicRef
 from topics.signals import topic_deleted
 
 logger = logging.getLogger(__name__)

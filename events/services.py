@@ -24,13 +24,13 @@ from django.db.utils import ProgrammingError
 
 from eventrelay.auth import Principal, require_read, require_write
 from eventrelay.errors import AlreadyExists, EventRelayError, InvalidInput, NotFound, TooLarge
+from eventrelay.refs import TopicRef
 from events.canonical import StoredEvent
 from events.signals import events_committed
-from events.tables import SOURCES
 from events.validation import EventsToValidate, NewEvent
 from events.wire import events_response, occurred_at_field, pull_response, topic_and_source_fields, wire_from_fields
-from topics.models import Topic, events_table_name
-from topics.refs import TopicRef
+from topics.models import Topic
+from topics.tables import SOURCES, events_table_name
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from eventrelay.auth import (
     token_from_authorization,
 )
 from eventrelay.errors import Forbidden, InvalidInput, Unauthenticated
-from topics.refs import TopicRef
+from eventrelay.refs import TopicRef
 
 OTHER_SECRET = "a-different-secret-that-is-long-enough-0123456789"
 WRONG_SHAPE = r"'topics' claim must be a comma-separated string or a list of strings"

@@ -20,15 +20,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from eventrelay.auth import mint_token
 from eventrelay.errors import EventRelayError, InvalidInput
+from eventrelay.refs import TopicRef
 from eventrelay.v1 import eventrelay_pb2 as pb
 from events.services import store_batches
 from events.validation import EventsToValidate, validate_batch
 from grpc_api.convert import validate_message
 from tests.grpc_client import Client
 from tests.processes import GrpcServer
-from topics.models import events_table_name
-from topics.refs import TopicRef
 from topics.services import create_topic
+from topics.tables import events_table_name
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 

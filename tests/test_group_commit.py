@@ -13,12 +13,12 @@ from django.db import connection, connections
 from django.test import override_settings
 
 from eventrelay.errors import AlreadyExists, InvalidInput, TooLarge
+from eventrelay.refs import TopicRef
 from events import group_commit
 from events.services import store_batches
 from events.signals import events_committed
 from events.validation import EventsToValidate, validate_batch
 from tests.grpc_client import Client, unique_topic
-from topics.refs import TopicRef
 
 
 def test_a_group_stores_each_batch_in_order_and_refuses_only_the_conflicting_one(make_topic, admin):

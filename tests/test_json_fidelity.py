@@ -28,8 +28,9 @@ from events.validation import EventsToValidate
 from grpc_api.convert import validate_message
 from tests.grpc_client import Client
 from tests.ws_client import WsClient, ws_connect
-from topics.models import Topic, events_table_name
+from topics.models import Topic
 from topics.services import create_topic
+from topics.tables import events_table_name
 
 # Numbers a float round trip changes: more digits than a double holds, an exponent, a value below the
 # smallest double (which a float parser makes 0.0), a 2**53 + 1 integer, minus zero.

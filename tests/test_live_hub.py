@@ -12,12 +12,12 @@ from django.db import connections
 from eventrelay.auth import Principal
 from eventrelay.db import run_sync
 from eventrelay.errors import Unavailable
+from eventrelay.refs import TopicRef
 from events import live
 from events.canonical import StoredEvent
 from events.services import publish
 from tests.grpc_client import unique_topic
 from topics.models import Topic
-from topics.refs import TopicRef
 
 pytestmark = pytest.mark.usefixtures("transactional_db")  # the hub reads from its own threads' connections
 

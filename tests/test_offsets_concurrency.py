@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from django.db import connection, connections, transaction
 
+from eventrelay.refs import TopicRef
 from events.services import publish, read_events
-from topics.refs import TopicRef
 
 PUBLISHERS = 8
 BATCHES_PER_PUBLISHER = 30

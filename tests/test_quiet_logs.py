@@ -23,13 +23,13 @@ from django.test import Client
 
 from eventrelay.auth import Principal, mint_token
 from eventrelay.db import run_sync
+from eventrelay.refs import TopicRef
 from events import live
 from events.services import publish
 from tests.grpc_client import Client as GrpcClient
 from tests.grpc_client import unique_topic
 from tests.processes import GrpcServer, WebServer, wait_until
 from topics.models import Topic
-from topics.refs import TopicRef
 
 WAIT = 30  # seconds; far longer than anything here takes, short enough to fail rather than hang
 # A line the processes' logging (eventrelay/settings.py LOGGING) writes at WARNING or above.

@@ -23,7 +23,8 @@ from django.http import HttpResponse
 from django.test import Client
 
 from eventrelay.auth import mint_token
-from topics.models import Topic, events_table_name
+from topics.models import Topic
+from topics.tables import events_table_name
 from webhooks.models import DeliveryAttempt, DeliveryStream, Destination
 
 OTHER_SECRET = "a-different-secret-that-is-long-enough-0123456789"

@@ -34,11 +34,11 @@ from api.errors import STATUS_BY_CODE
 from api.schema import OCCURRED_AT_PATTERN, TOPIC_NAME_PATTERN, TOPIC_REF_MAX_LENGTH, TOPIC_REF_PATTERN
 from eventrelay.auth import mint_token
 from eventrelay.errors import InvalidInput
+from eventrelay.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH, TopicRef, validate_topic_name
 from events.services import publish
 from events.validation import validate_batch
 from tests.grpc_client import unique_topic
 from topics.models import Topic
-from topics.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH, TopicRef, validate_topic_name
 from topics.services import create_topic, delete_topic
 from webhooks.models import Destination
 from webhooks.services import create_destination

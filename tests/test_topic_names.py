@@ -5,8 +5,8 @@ import pytest
 from django.db import connection
 
 from eventrelay.errors import InvalidInput
+from eventrelay.refs import TopicRef, validate_topic_name
 from topics.models import Topic
-from topics.refs import TopicRef, validate_topic_name
 from topics.services import create_topic
 
 NAME_RULE = r"must start with a lowercase letter a-z and contain only lowercase letters, digits and underscores"

@@ -17,7 +17,7 @@ from events.services import publish, read_stream_events
 from tests.grpc_client import unique_topic
 from tests.processes import CeleryWorker, wait_until
 from tests.webhook_processes import FAST_RECOVERY, broker_fixture, start_fixture  # noqa: F401 (fixtures)
-from topics.models import events_table_name
+from topics.tables import events_table_name
 from webhooks import delivery, signing
 from webhooks.models import DeliveryAttempt, DeliveryStream, UndeliverableEvent
 from webhooks.services import create_destination

@@ -14,12 +14,12 @@ from django.db import connections
 
 from eventrelay.db import run_sync
 from eventrelay.errors import NotFound
+from eventrelay.refs import TopicRef
 from events import live
 from events.services import publish, read_stream_events
 from tests.grpc_client import unique_topic
 from tests.processes import CeleryWorker, wait_until
 from tests.webhook_processes import FAST_RECOVERY, broker_fixture, start_fixture  # noqa: F401 (fixtures)
-from topics.refs import TopicRef
 from topics.services import create_topic, delete_topic
 from webhooks import delivery
 from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent

@@ -290,7 +290,7 @@ def test_the_destination_page_lists_its_streams_with_exact_backlogs(staff, order
 def test_a_destination_with_more_streams_than_its_page_shows_lists_the_failing_ones_first(
     staff, destination, monkeypatch
 ):
-    monkeypatch.setattr("webhooks.admin.STREAMS_SHOWN", 2)
+    monkeypatch.setattr("console.webhooks.STREAMS_SHOWN", 2)
     for n in range(5):
         DeliveryStream.objects.create(destination=destination, topic_id=str(n), last_offset=10 + n)
     DeliveryStream.objects.filter(destination=destination, topic_id="4").update(attempts=1)

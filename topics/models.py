@@ -1,6 +1,7 @@
 from django.db import models
 
-from topics.refs import NAME_MAX_LENGTH
+from eventrelay.refs import NAME_MAX_LENGTH
+from topics.tables import events_table_name
 
 
 class TopicQuerySet(models.QuerySet["Topic"]):
@@ -31,8 +32,3 @@ class Topic(models.Model):
     @property
     def table_name(self) -> str:
         return events_table_name(self.name)
-
-
-def events_table_name(topic_name: str) -> str:
-    """The table holding a topic's events. ``topic_name`` must already be validated."""
-    return f"{topic_name}_events"

@@ -1,7 +1,7 @@
 """Topic lifecycle: create (row + table), delete (row + table), list.
 
 Each change runs in one transaction, so a topic row never exists without its table or the other
-way round. Topic names reach SQL only after :func:`topics.refs.validate_topic_name`, and only
+way round. Topic names reach SQL only after :func:`eventrelay.refs.validate_topic_name`, and only
 through ``schema_editor`` (which quotes them).
 """
 
@@ -10,10 +10,10 @@ from django.db.utils import ProgrammingError
 
 from eventrelay.auth import Principal, require_admin
 from eventrelay.errors import AlreadyExists, NotFound
-from events.tables import event_model, forget_event_model
+from eventrelay.refs import validate_topic_name
 from topics.models import Topic
-from topics.refs import validate_topic_name
 from topics.signals import topic_deleted
+from topics.tables import event_model, forget_event_model
 
 
 def create_topic(name: str) -> Topic:

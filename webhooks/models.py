@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from topics.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH
+from eventrelay.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH
 
 
 class DestinationQuerySet(models.QuerySet["Destination"]):

@@ -13,8 +13,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from eventrelay.errors import InvalidInput, NotFound
+from eventrelay.refs import TopicRef
 from topics.models import Topic
-from topics.refs import TopicRef
 from webhooks import signing, ssrf, wakeups
 from webhooks.models import DeliveryStream, Destination, UndeliverableEvent
 

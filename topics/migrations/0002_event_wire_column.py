@@ -1,6 +1,6 @@
 """Adds the ``wire`` column (events.wire) to the events tables of topics that already exist.
 
-Topics created from now on get it from ``events.tables``; the column stays NULL for rows stored
+Topics created from now on get it from ``topics.tables``; the column stays NULL for rows stored
 before, which ``events.services.pull_wire`` encodes when it reads them.
 """
 

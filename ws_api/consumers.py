@@ -27,10 +27,10 @@ from eventrelay.errors import (
     Unavailable,
     dependency_outage,
 )
+from eventrelay.refs import TopicRef
 from events import group_commit, live
 from events.canonical import canonical_json, canonical_json_list
 from events.exact_json import loads_exact
-from topics.refs import TopicRef
 from topics.services import get_topic
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from eventrelay.errors import EventRelayError
+from eventrelay.refs import validate_topic_id, validate_topic_name
 from events.browser import BrowserFilters, browse, events_stored_since, get_event, shown_json
 from events.canonical import format_timestamp
 from topics.models import Topic
-from topics.refs import validate_topic_id, validate_topic_name
 from topics.services import create_topic, delete_topic
 
 

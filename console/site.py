@@ -13,6 +13,9 @@ from django.utils import timezone
 
 from eventrelay.auth import mint_token
 from eventrelay.errors import InvalidInput
+from events.browser import events_stored_since
+from topics.models import Topic
+from webhooks.models import Destination, UndeliverableEvent
 
 
 class MintTokenForm(forms.Form):
@@ -66,10 +69,6 @@ class EventRelayAdminSite(admin.AdminSite):
 
 
 def dashboard() -> dict[str, Any]:
-    from events.browser import events_stored_since
-    from topics.models import Topic
-    from webhooks.models import Destination, UndeliverableEvent
-
     midnight = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
     topics = list(Topic.objects.all())
     failing = Destination.objects.filter(active=False).exclude(disabled_reason="").count() + (

@@ -26,10 +26,11 @@ from django.utils.text import Truncator, capfirst
 from django.utils.timesince import timesince, timeuntil
 
 from eventrelay.errors import EventRelayError
+from eventrelay.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH, TopicRef
 from events.canonical import StoredEvent
-from topics.models import Topic, events_table_name
-from topics.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH, TopicRef
+from topics.models import Topic
 from topics.services import get_topic
+from topics.tables import events_table_name
 from webhooks import delivery, services
 from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent
 

@@ -9,16 +9,25 @@ topic gets a new key, and every caller reaches this module through a ``Topic`` i
 a cached class can never stand in for a topic that no longer exists.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from django.apps.registry import Apps
 from django.db import models
 from django.db.models.functions import Now
 
-from topics.models import Topic, events_table_name
-from topics.refs import ID_MAX_LENGTH
+from eventrelay.refs import ID_MAX_LENGTH
+
+if TYPE_CHECKING:  # (models.py names its table through this module)
+    from topics.models import Topic
 
 _topic_apps = Apps()
+
+
+def events_table_name(topic_name: str) -> str:
+    """The table holding a topic's events. ``topic_name`` must already be validated."""
+    return f"{topic_name}_events"
 
 
 class JSONTextField(models.JSONField):
