@@ -2,16 +2,16 @@
 from it validates what the server does: a request the description calls valid is not refused with a 400.
 
 Each rule here mirrors a check elsewhere, named beside it; tests/test_rest_schema.py holds them together (the
-patterns against ``topics.refs``, and Schemathesis' positive-data check against the whole API).
+patterns against ``eventrelay.refs``, and Schemathesis' positive-data check against the whole API).
 """
 
 from typing import Any
 
 from django.conf import settings
 
-from topics.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH
+from eventrelay.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH
 
-# topics.refs: a name is 1-50 of a-z, 0-9 and _, starting with a letter; a reference is a name or
+# eventrelay.refs: a name is 1-50 of a-z, 0-9 and _, starting with a letter; a reference is a name or
 # ``name:id`` with an id of 1-255 letters, digits and ``_ . @ -``.
 TOPIC_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 TOPIC_REF_PATTERN = rf"^[a-z][a-z0-9_]{{0,{NAME_MAX_LENGTH - 1}}}(?::[A-Za-z0-9_.@-]{{1,{ID_MAX_LENGTH}}})?$"

@@ -8,6 +8,7 @@ from eventrelay import ratelimit
 from eventrelay.auth import require_read
 from eventrelay.db import run_sync
 from eventrelay.errors import DEPENDENCY_ERRORS, EventRelayError, InvalidInput
+from eventrelay.refs import TopicRef
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import group_commit, live
@@ -15,7 +16,6 @@ from events.services import pull_wire
 from events.wire import event_bytes, events_response
 from grpc_api.convert import topic_message, validate_message
 from grpc_api.handlers import abort_unavailable, abort_with, principal_of, rpc
-from topics.refs import TopicRef
 from topics.services import create_topic_as, delete_topic_as, list_topics_as
 
 Context = grpc.aio.ServicerContext
