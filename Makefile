@@ -9,13 +9,25 @@ GRPC_PORT ?= $(or $(ER_GRPC_PORT),50051)
 # The browser tests drive Debian's Chromium through Playwright (which never downloads a browser).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format bench services env db install protos clean browser screenshots
+.PHONY: run test test-fast lint typecheck imports format bench services env db install install-dev protos clean browser \
+	screenshots
 
-install: $(VENV)/.installed
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
+# The packages mypy checks (pyproject.toml [tool.mypy]); those that do not exist yet are left out.
+TYPED_PACKAGES := $(wildcard eventrelay events topics webhooks console ws_api)
 
-$(VENV)/.installed: requirements.txt
+# `make run` needs only what the processes import (requirements.txt); tests and tooling add requirements-dev.txt.
+# Each stamp is newer than its requirements file once installed, so a second run installs nothing.
+install: $(VENV)/.installed-runtime
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PIP_INSTALL) -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-runtime requirements-dev.txt
+	$(PIP_INSTALL) -r requirements-dev.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $@
 
 # PostgreSQL and Redis: start them with this machine's own commands when they are not answering.
@@ -54,31 +66,48 @@ browser:
 	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] || { echo "the browser tests need $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }; \
 	  echo "installing Chromium"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: install services env browser
+test: install-dev services env browser
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "models changed without a migration: run makemigrations"; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The tests that start no process and no browser (tests/conftest.py marks the others e2e): minutes, not the suite's.
+test-fast: install-dev services env
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
 # Refresh the committed docs/screenshots/*.png the README shows: the browser tests that take them, told to write
 # there (a plain test run writes them to the ignored .test-logs/screenshots/docs/).
-screenshots: install services env browser
+screenshots: install-dev services env browser
 	REFRESH_SCREENSHOTS=1 $(PY) -m pytest $$(grep -l '^from tests.browser import .*screenshot' tests/test_*.py) $(PYTEST_ARGS)
 
-lint: install
+# What CI checks before the tests (.ci/run): ruff, the formatter, mypy and the layer rule.
+lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) --no-print-directory typecheck imports
 
-format: install
+# mypy with django-stubs on the kernel and the domain; the plugin imports the settings, hence env.
+typecheck: install-dev env
+	$(VENV)/bin/mypy $(TYPED_PACKAGES)
+
+# The layer rule (docs/architecture.md): tools/import_graph.py prints the graph and exits 1 on an arrow that runs up
+# or a cycle; import-linter checks the same layers, and cycles of any length, from pyproject.toml [tool.importlinter].
+# Both always run, so one report shows everything.
+imports: install-dev env
+	@status=0; DJANGO_SETTINGS_MODULE=eventrelay.settings $(PY) -m tools.import_graph || status=1; \
+	  $(VENV)/bin/lint-imports --no-cache || status=1; exit $$status
+
+format: install-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 # the performance table of docs/benchmarks.md against its baselines, on real processes (docs/benchmarks.md):
 # full sizes by default; `make bench BENCH_ARGS=--quick` for the < 2 minute smoke run.
-bench: install services env
+bench: install-dev services env
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
 # Regenerate the committed gRPC code (tests/test_protos.py fails when it is stale).
-protos: install
+protos: install-dev
 	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/eventrelay/v1/eventrelay.proto
