@@ -18,7 +18,7 @@ from eventrelay.auth import Principal, require_admin
 from eventrelay.errors import InvalidInput, NotFound
 from events.canonical import StoredEvent, canonical_json_list
 from events.services import publish, pull
-from topics.services import create_topic_as, delete_topic_as, get_topic, list_topics_as
+from topics.services import create_topic_as, delete_topic_as, get_topic_as, list_topics_as
 from webhooks import services as webhooks
 from webhooks.models import DeliveryAttempt, Destination
 
@@ -81,10 +81,7 @@ class TopicsView(EventRelayView):
 class TopicView(EventRelayView):
     @extend_schema(parameters=[TOPIC_NAME], responses={200: s.TopicSerializer, **ERRORS}, summary="Get a topic")
     def get(self, request: Request, name: str) -> Response:
-        topic = get_topic(name)
-        if not self.principal.admin and name not in {grant.name for grant in self.principal.grants}:
-            raise NotFound(f"topic '{name}' does not exist", field="topic")
-        return Response(s.topic_payload(topic))
+        return Response(s.topic_payload(get_topic_as(self.principal, name)))
 
     @extend_schema(
         parameters=[TOPIC_NAME], responses={204: None, **ERRORS}, summary="Delete a topic and its events (admin)"
@@ -113,7 +110,6 @@ class EventsView(EventRelayView):
     )
     def post(self, request: Request, ref: str) -> HttpResponse:
         events = request.data if isinstance(request.data, list) else [request.data]
-        ratelimit.check("publish", self.principal.rate_limit_key, cost=len(events))
         return _events_response(publish(self.principal, ref, events, "http"), status=201)
 
     @extend_schema(
@@ -175,16 +171,17 @@ class WebhooksView(WebhookAdminView):
     )
     def post(self, request: Request) -> Response:
         data = _validated(s.DestinationCreateSerializer, request.data)
-        destination = webhooks.create_destination(
-            name=data["name"],
-            url=data["url"],
-            topic=data["topic"],
-            event_names=data.get("event_names"),
-            active=data.get("active", True),
-            max_attempts=data.get("max_attempts"),
-            timeout_seconds=data.get("timeout_seconds"),
-            start_offset=data.get("startOffset"),
-        )
+        with s.destination_errors_in_api_names():
+            destination = webhooks.create_destination(
+                name=data["name"],
+                url=data["url"],
+                topic=data["topic"],
+                event_names=data.get("event_names"),
+                active=data.get("active", True),
+                max_attempts=data.get("max_attempts"),
+                timeout_seconds=data.get("timeout_seconds"),
+                start_offset=data.get("start_offset"),
+            )
         return Response(s.DestinationSerializer(destination, context={"with_secret": True}).data, status=201)
 
 
@@ -208,7 +205,7 @@ class WebhookView(WebhookAdminView):
         data = _validated(s.DestinationSerializer, request.data, partial=True)
         if "topic" in data and data.pop("topic") != destination.topic:
             raise InvalidInput("topic cannot be changed: create a new destination", field="topic")
-        with transaction.atomic():
+        with transaction.atomic(), s.destination_errors_in_api_names():
             webhooks.update_destination(destination, data)
         return Response(s.DestinationSerializer(destination).data)
 

@@ -29,7 +29,7 @@ class MintTokenForm(forms.Form):
     subject = forms.CharField(required=False, help_text="Who the token is for (rate limits and logs use it).")
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         grants = [item.strip() for item in (cleaned.get("topics") or "").split(",") if item.strip()]
         if not grants and not cleaned.get("admin"):
             raise forms.ValidationError("Grant at least one topic, or make it an admin token.")
@@ -45,7 +45,7 @@ class EventRelayAdminSite(admin.AdminSite):
     def get_urls(self) -> list[Any]:
         return [path("mint-token/", self.admin_view(self.mint_token_view), name="mint_token"), *super().get_urls()]
 
-    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         return super().index(request, {**(extra_context or {}), "dashboard": dashboard()})
 
     def mint_token_view(self, request: HttpRequest) -> HttpResponse:

@@ -58,22 +58,28 @@ class BrowserFilterForm(forms.Form):
         return value
 
 
+# What ModelAdmin.get_fields may return (django-stubs' type): field names, or groups of them.
+_FieldsSpec = tuple[str | tuple[str, ...], ...]
+
+
 @admin.register(Topic)
 class TopicAdmin(admin.ModelAdmin):
     list_display = ("name", "events", "events_per_minute", "created_at", "browse_link")
     search_fields = ("name",)
     readonly_fields = ("name", "last_offset", "created_at", "browse_link")
 
-    def get_form(self, request: HttpRequest, obj: Topic | None = None, **kwargs: Any) -> type[forms.ModelForm]:
+    def get_form(
+        self, request: HttpRequest, obj: Topic | None = None, change: bool = False, **kwargs: Any
+    ) -> "type[forms.ModelForm[Any]]":
         if obj is None:
             kwargs["form"] = TopicAddForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Topic | None = None) -> tuple[str, ...]:
         return self.readonly_fields if obj is not None else ()
 
-    def get_fields(self, request: HttpRequest, obj: Topic | None = None) -> list[str]:
-        return list(self.readonly_fields) if obj is not None else ["name"]
+    def get_fields(self, request: HttpRequest, obj: Topic | None = None) -> _FieldsSpec:
+        return tuple(self.readonly_fields) if obj is not None else ("name",)
 
     @admin.display(description="Events", ordering="last_offset")
     def events(self, topic: Topic) -> int:
@@ -154,7 +160,7 @@ class TopicAdmin(admin.ModelAdmin):
         older_query = None
         if older is not None:
             query = request.GET.copy()
-            query["before"] = older
+            query["before"] = str(older)
             older_query = query.urlencode()
         context = {
             **self.admin_site.each_context(request),

@@ -152,6 +152,12 @@ def can_write(principal: Principal, ref: TopicRef) -> bool:
     return can_read(principal, ref)
 
 
+def can_see_topic(principal: Principal, name: str) -> bool:
+    """May ``principal`` see that topic ``name`` exists (list it, read its description)? Admins see every
+    topic; other tokens the topics a grant names, with or without an id."""
+    return principal.admin or any(grant.name == name for grant in principal.grants)
+
+
 def require_read(principal: Principal, ref: TopicRef) -> None:
     if not can_read(principal, ref):
         raise Forbidden(f"token does not grant topic '{ref}'")

@@ -1,11 +1,10 @@
 """Garbage-collector settings for the long-running server processes.
 
 Python's cyclic garbage collector stops the process while it runs, and a full collection visits
-every tracked object. A web process holding 1,000 WebSocket connections tracks ~300,000 objects:
-a full collection takes 100-250 ms on the development machine, and with Python's default
-thresholds one ran every ~12 s during the WebSocket fan-out benchmark, delaying every frame in
-flight. Those events alone made the latency p99 ~200 ms while the median event's slowest
-delivery was ~45 ms (docs/benchmarks.md).
+every tracked object. A web process holding many WebSocket connections tracks hundreds of thousands
+of objects, and with Python's default thresholds a full collection ran every few seconds during the
+WebSocket fan-out benchmark, delaying every frame in flight: they alone made the latency's p99
+several times its median (docs/benchmarks.md, "Measurements behind design choices").
 
 Two changes, both standard for long-running servers:
 
@@ -16,12 +15,12 @@ Two changes, both standard for long-running servers:
   middle-generation collections (Python's default is 10). Young collections stay as frequent and
   as cheap as before; cyclic garbage that reaches the old generation (mostly from connections
   opening and closing) waits longer, so it costs some memory, and a full collection, when it
-  comes, takes longer (0.3-0.9 s measured with 5,000 connections, against 0.1-0.25 s every ~12 s
-  before). ``ER_GC_FULL_EVERY=10`` restores Python's behaviour.
+  comes, takes longer (rarer, longer pauses instead of frequent ones). ``ER_GC_FULL_EVERY=10``
+  restores Python's behaviour.
 
 The gRPC process keeps Python's thresholds: with full collections ten times rarer, its stream
-fan-out benchmark got slower, not faster (p99 650 ms against 58 ms, publish calls p50 84 ms
-against 4 ms): grpc.aio's per-call objects seem to need collecting promptly.
+fan-out benchmark got much slower, not faster (docs/benchmarks.md): grpc.aio's per-call objects
+seem to need collecting promptly.
 """
 
 import gc

@@ -15,16 +15,17 @@ rate limiter must not take the service down with it. Each such call logs a warni
 minute per process), so the outage is visible.
 """
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
 from eventrelay.errors import RateLimited
+from eventrelay.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _fail_open(error: Exception) -> None:
 # --- sync (REST views, management code) ---------------------------------------------------------------
 
 _sync_client: redis.Redis | None = None
-_sync_script = None
+_sync_script: Any = None
 
 
 def check(action: str, who: str, cost: int = 1) -> None:
@@ -124,7 +125,13 @@ def check(action: str, who: str, cost: int = 1) -> None:
 
 # --- async (gRPC server, WebSocket consumers) ----------------------------------------------------------
 
-_async_clients: dict[int, tuple[aioredis.Redis, object]] = {}
+
+def _async_client() -> tuple[aioredis.Redis, Any]:
+    client = aioredis.Redis.from_url(settings.ER_RATE_LIMIT_REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return client, client.register_script(GCRA_SCRIPT)
+
+
+_async_clients: PerLoop[tuple[aioredis.Redis, Any]] = PerLoop(_async_client)
 
 
 async def acheck(action: str, who: str, cost: int = 1) -> None:
@@ -132,15 +139,9 @@ async def acheck(action: str, who: str, cost: int = 1) -> None:
     limit = limit_for(action)
     if not limit.enabled or cost <= 0:
         return
-    loop_id = id(asyncio.get_running_loop())
     try:
-        if loop_id not in _async_clients:
-            client = aioredis.Redis.from_url(
-                settings.ER_RATE_LIMIT_REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
-            )
-            _async_clients[loop_id] = (client, client.register_script(GCRA_SCRIPT))
-        _client, script = _async_clients[loop_id]
-        allowed, retry_after_ms = await script(keys=[f"er:rl:{action}:{who}"], args=_arguments(limit, cost))  # type: ignore[operator]
+        _client, script = _async_clients.get()
+        allowed, retry_after_ms = await script(keys=[f"er:rl:{action}:{who}"], args=_arguments(limit, cost))
     except (redis.RedisError, OSError) as error:
         _fail_open(error)
         return

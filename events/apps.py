@@ -5,4 +5,4 @@ class EventsConfig(AppConfig):
     name = "events"
 
     def ready(self) -> None:
-        from events import live  # noqa: F401  (connects the after-commit announcement to the live hub)
+        from events import live  # noqa: F401  (ends live feeds of a deleted topic: topic_deleted)

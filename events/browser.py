@@ -33,7 +33,7 @@ class BrowserFilters:
 
 def browse_queryset(topic: Topic, filters: BrowserFilters) -> models.QuerySet[Any]:
     """Newest-first events matching ``filters``; slice it for a page (keyset pagination by offset)."""
-    queryset = _with_payload_text(event_model(topic).objects.all())
+    queryset = _with_payload_text(event_model(topic)._default_manager.all())
     if filters.name:
         queryset = queryset.filter(name=filters.name)
     if filters.topic_id:
@@ -57,7 +57,7 @@ def browse(topic: Topic, filters: BrowserFilters, limit: int = PAGE_SIZE) -> tup
 
 
 def get_event(topic: Topic, offset: int) -> Any | None:
-    return _with_payload_text(event_model(topic).objects.filter(offset=offset)).first()
+    return _with_payload_text(event_model(topic)._default_manager.filter(offset=offset)).first()
 
 
 def _with_payload_text(queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
@@ -84,7 +84,7 @@ def first_offset_stored_since(topic: Topic, moment: datetime) -> int | None:
     """The first offset stored at or after ``moment`` (the ``stored_at`` index), or None."""
     return (
         event_model(topic)
-        .objects.filter(stored_at__gte=moment)
+        ._default_manager.filter(stored_at__gte=moment)
         .order_by("stored_at")
         .values_list("offset", flat=True)
         .first()

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 class StoredEvent(NamedTuple):
     """A stored event. A named tuple rather than a frozen dataclass: immutable all the same, and
-    built in a quarter of the time, which counts once per event published and once per event each
+    built much faster (docs/benchmarks.md), which counts once per event published and once per event each
     process takes from a live notification. It is a tuple only to be cheap to build: compare it,
     hash it and read its fields by name, never by position."""
 
@@ -32,7 +32,7 @@ class StoredEvent(NamedTuple):
     event_occurred_at: datetime
     context_json: str
     data_json: str
-    # The gRPC wire form (events.wire), when it was stored or just computed; None for old rows. Not
+    # The stored encoding (events.encoding), when it was stored or just computed; None for old rows. Not
     # part of what the event is: equality, hashing and repr leave it out.
     wire: bytes | None = None
 

@@ -158,7 +158,7 @@ def _write(value: Any, out: list[str], indent: int | None, level: int) -> None:
         inner = "\n" + " " * (indent * level) if indent is not None else ""
         outer = "\n" + " " * (indent * (level - 1)) if indent is not None else ""
         out.append("{" if is_object else "[")
-        for position, item in enumerate(value.items() if is_object else value):
+        for position, item in enumerate(value.items() if isinstance(value, dict) else value):
             out.append(("," if position else "") + inner)
             if is_object:
                 key, item = item

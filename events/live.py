@@ -1,8 +1,8 @@
 """The live hub: committed events fanned out to subscribers in this process, in order, without gaps.
 
-PostgreSQL is the source of truth; Redis only carries notifications. After a publish commits,
-:func:`announce_committed` sends one message to the topic's group on Channels' Redis pub/sub layer
-(one PUBLISH, whatever the number of subscribers). Each process that has subscribers for the topic
+PostgreSQL is the source of truth; Redis only carries notifications. After a publish commits, the
+publish path (``events.services``) calls :func:`announce`, which sends one message to the topic's group
+on Channels' Redis pub/sub layer (one PUBLISH, whatever the number of subscribers). Each process that has subscribers for the topic
 holds one :class:`TopicFeed`: one Redis subscription, one cursor, one read from PostgreSQL per
 notification that does not carry its events, whatever the number of local subscribers.
 
@@ -27,7 +27,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -39,10 +39,10 @@ from django.dispatch import receiver
 
 from eventrelay.db import run_sync
 from eventrelay.errors import EventRelayError, NotFound, SlowConsumer, Unavailable
+from eventrelay.loops import PerLoop
 from eventrelay.refs import TopicRef
 from events.canonical import StoredEvent
-from events.services import read_events
-from events.signals import events_committed
+from events.storage import read_events
 from topics.models import Topic
 from topics.signals import topic_deleted
 
@@ -72,15 +72,6 @@ def notification_for(topic_name: str, events: list[StoredEvent]) -> dict[str, An
     return message
 
 
-@receiver(events_committed, dispatch_uid="events.live.announce_committed")
-def announce_committed(
-    sender: object, topic_name: str, events: list[StoredEvent], live_announced: bool = False, **kwargs: object
-) -> None:
-    """Runs after a publish commits. A failure here only delays delivery (feeds repair on tick)."""
-    if not live_announced:
-        async_to_sync(announce)(topic_name, events)
-
-
 @receiver(topic_deleted, dispatch_uid="events.live.announce_deleted")
 def announce_deleted(sender: object, name: str, topic_pk: int, **kwargs: object) -> None:
     """Runs inside the delete's transaction, so the message is out before a topic created again under the same
@@ -96,9 +87,8 @@ def announce_deleted(sender: object, name: str, topic_pk: int, **kwargs: object)
 
 
 async def announce(topic_name: str, events: list[StoredEvent]) -> None:
-    """One pub/sub message for committed events, sent from the caller's event loop (group commit
-    sends it so: from its storing thread, each announcement cost two more hand-offs between the
-    thread and the loop, which a busy loop makes slow)."""
+    """One pub/sub message for committed events (ascending offsets). Never raises: a lost message only
+    delays delivery until the feeds' tick."""
     try:
         await get_channel_layer().group_send(group_name(topic_name), notification_for(topic_name, events))
     except Exception:
@@ -399,15 +389,11 @@ class LiveHub:
         await asyncio.gather(*(feed.stop() for feed in feeds), return_exceptions=True)
 
 
-_hubs: dict[asyncio.AbstractEventLoop, LiveHub] = {}
+hubs: PerLoop[LiveHub] = PerLoop(LiveHub)
 
 
 def get_hub() -> LiveHub:
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = LiveHub()
-    return hub
+    return hubs.get()
 
 
 @asynccontextmanager
@@ -422,7 +408,7 @@ async def subscribe(ref: TopicRef, from_offset: int | None = None) -> AsyncItera
     hub = get_hub()
     subscription: Subscription | None = None
 
-    async def events() -> AsyncIterator[StoredEvent]:
+    async def events() -> AsyncGenerator[StoredEvent]:
         nonlocal subscription
         if from_offset is None:
             subscription = await hub.attach(ref)

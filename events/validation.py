@@ -42,7 +42,7 @@ class NewEvent(NamedTuple):
     """One validated event, ready to store. ``context_json``/``data_json`` are compact JSON text.
 
     (This and ``JSONText`` are named tuples rather than frozen dataclasses: immutable all the same,
-    and built in half the time, which counts at up to three of them per event of a batch.)"""
+    and built faster (docs/benchmarks.md), which counts at up to three of them per event of a batch.)"""
 
     event_id: uuid.UUID
     name: str

@@ -7,7 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from eventrelay.errors import InvalidInput
 from eventrelay.v1 import eventrelay_pb2 as pb
 from events.validation import Limits, NewEvent, parse_json_text, validate_fields
-from events.wire import timestamp_of
+from grpc_api.wire import timestamp_of
 from topics.models import Topic
 
 

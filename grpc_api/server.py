@@ -30,7 +30,7 @@ def _serialize(response: Any) -> bytes:
 
 def events_handler(servicer: EventsServicer) -> grpc.GenericRpcHandler:
     """The generated ``add_EventsServicer_to_server``, except that every Events method answers with
-    bytes it has already serialized (its events' wire forms, events.wire) rather than messages for
+    bytes it has already serialized (its events' wire forms, grpc_api.wire) rather than messages for
     grpc to serialize."""
     return grpc.method_handlers_generic_handler(
         "eventrelay.v1.Events",

@@ -4,18 +4,14 @@ from typing import Any
 
 import grpc
 
-from eventrelay import ratelimit
-from eventrelay.auth import require_read
 from eventrelay.db import run_sync
-from eventrelay.errors import DEPENDENCY_ERRORS, EventRelayError, InvalidInput
-from eventrelay.refs import TopicRef
+from eventrelay.errors import DEPENDENCY_ERRORS, EventRelayError
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
-from events import group_commit, live
-from events.services import pull_wire
-from events.wire import event_bytes, events_response
+from events.services import apublish, pull_encoded, subscribe
 from grpc_api.convert import topic_message, validate_message
 from grpc_api.handlers import abort_unavailable, abort_with, principal_of, rpc
+from grpc_api.wire import event_bytes, events_response, pull_response
 from topics.services import create_topic_as, delete_topic_as, list_topics_as
 
 Context = grpc.aio.ServicerContext
@@ -41,28 +37,24 @@ class TopicsServicer(pb_grpc.TopicsServicer):
 class EventsServicer(pb_grpc.EventsServicer):
     @rpc
     async def PublishEvents(self, request: pb.PublishEventsRequest, context: Context) -> bytes:
-        principal = await principal_of(context)
-        ref = TopicRef.parse(request.topic)
-        events = request.events
-        await ratelimit.acheck("publish", principal.rate_limit_key, cost=len(events))
-        stored = await group_commit.publish(principal, ref, events, "grpc", validate_message)
+        stored = await apublish(await principal_of(context), request.topic, request.events, "grpc", validate_message)
         return events_response(stored)  # serialized: see grpc_api.server.events_handler
 
     @rpc
     async def PullEvents(self, request: pb.PullEventsRequest, context: Context) -> bytes:
-        # Already serialized (events.wire): see grpc_api.server.events_handler.
-        return await run_sync(pull_wire, await principal_of(context), request.topic, request.offset, request.batch_size)
+        # Served from the events' stored wire forms (grpc_api.wire), already serialized: see
+        # grpc_api.server.events_handler.
+        page = await run_sync(
+            pull_encoded, await principal_of(context), request.topic, request.offset, request.batch_size
+        )
+        return pull_response(page.joined, page.next_offset)
 
     # Not wrapped by @rpc: its errors are mapped here, which saves a generator layer per message.
     async def StreamEvents(self, request: pb.StreamEventsRequest, context: Context) -> Any:
         try:
-            principal = await principal_of(context)
-            ref = TopicRef.parse(request.topic)
-            require_read(principal, ref)
             from_offset = request.from_offset if request.HasField("from_offset") else None
-            if from_offset is not None and from_offset < 0:
-                raise InvalidInput("from_offset must be >= 0", field="from_offset")
-            async with live.subscribe(ref, from_offset) as events:
+            subscription = await subscribe(await principal_of(context), request.topic, from_offset, field="from_offset")
+            async with subscription.events() as events:
                 async for event in events:
                     # Serialized: see grpc_api.server.events_handler. Every stream of the event in
                     # this process sends the same bytes, encoded once.

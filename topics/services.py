@@ -8,7 +8,7 @@ through ``schema_editor`` (which quotes them).
 from django.db import IntegrityError, connection, transaction
 from django.db.utils import ProgrammingError
 
-from eventrelay.auth import Principal, require_admin
+from eventrelay.auth import Principal, can_see_topic, require_admin
 from eventrelay.errors import AlreadyExists, NotFound
 from eventrelay.refs import validate_topic_name
 from topics.models import Topic
@@ -80,9 +80,13 @@ def delete_topic_as(principal: Principal, name: str) -> None:
 
 
 def list_topics_as(principal: Principal) -> list[Topic]:
-    """Admins see every topic; other tokens see the topics their grants name."""
-    topics = list_topics()
-    if principal.admin:
-        return topics
-    granted = {grant.name for grant in principal.grants}
-    return [topic for topic in topics if topic.name in granted]
+    """The topics ``principal`` may see (``eventrelay.auth.can_see_topic``)."""
+    return [topic for topic in list_topics() if can_see_topic(principal, topic.name)]
+
+
+def get_topic_as(principal: Principal, name: str) -> Topic:
+    """``get_topic`` for a caller: a topic it may not see does not exist for it (no probing for names)."""
+    topic = get_topic(name)
+    if not can_see_topic(principal, name):
+        raise NotFound(f"topic '{name}' does not exist", field="topic")
+    return topic

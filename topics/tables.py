@@ -11,10 +11,14 @@ a cached class can never stand in for a topic that no longer exists.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from django.apps.registry import Apps
-from django.db import models
+from django.db import connection, models
 from django.db.models.functions import Now
 
 from eventrelay.refs import ID_MAX_LENGTH
@@ -85,6 +89,7 @@ def _build_event_model(topic_name: str, key_suffix: str) -> type[models.Model]:
             # Admin dashboard: events stored since a moment (events per minute, events today).
             models.Index(fields=["stored_at"], name=f"{topic_name}_ev_stored"),
         ]
+        constraints = [models.UniqueConstraint(fields=["event_id"], name=event_id_constraint(topic_name))]
 
     attrs = {
         "__module__": __name__,
@@ -92,7 +97,8 @@ def _build_event_model(topic_name: str, key_suffix: str) -> type[models.Model]:
         # Offsets are assigned by events.services.publish under the topic row lock: gapless, in
         # commit order. The offset is the primary key, so pull-by-offset is a primary key range scan.
         "offset": models.BigIntegerField(primary_key=True),
-        "event_id": models.UUIDField(unique=True),
+        # Unique under the constraint name below (see event_id_conflict), not PostgreSQL's default.
+        "event_id": models.UUIDField(),
         "name": models.CharField(max_length=255),
         # The id part of "name:id"; "" for events published to the bare topic name.
         "topic_id": models.CharField(max_length=ID_MAX_LENGTH, blank=True, default=""),
@@ -101,11 +107,120 @@ def _build_event_model(topic_name: str, key_suffix: str) -> type[models.Model]:
         "event_occurred_at": models.DateTimeField(),
         "context": JSONTextField(default=dict),
         "data": JSONTextField(),
-        # The event's gRPC encoding, stored with it so a pull is served without per-event work
-        # (events.wire). NULL only for rows stored before the column existed.
+        # The bytes of the stored encoding a transport registered (events.encoding), so a pull is served
+        # without per-event work. NULL for rows stored without them: they are encoded when read.
         "wire": models.BinaryField(null=True),
         # Set by PostgreSQL on insert: raw bulk inserts need not send it.
         "stored_at": models.DateTimeField(db_default=Now()),
     }
     class_name = f"Event_{topic_name}_{key_suffix}"
     return type(class_name, (models.Model,), attrs)
+
+
+def event_id_constraint(topic_name: str) -> str:
+    """The name of the unique constraint on a topic table's ``event_id``: chosen here, so a conflict on it
+    is recognised by name (:func:`event_id_conflict`) rather than by PostgreSQL's naming habits."""
+    return f"{topic_name}_ev_event_id"
+
+
+def event_id_conflict(error: psycopg.errors.UniqueViolation, topic_name: str) -> bool:
+    """Whether ``error`` is an eventId already stored in ``topic_name``'s table."""
+    return error.diag.constraint_name == event_id_constraint(topic_name)
+
+
+# --- SQL against a topic's table -----------------------------------------------
+#
+# Topic names reach these statements only validated (eventrelay.refs) and quoted.
+
+# The columns of a stored event, in the order every read below returns them.
+EVENT_COLUMNS = '"offset", event_id, name, topic_id, source, user_id, event_occurred_at, context::text, data::text'
+# The columns a publish writes, in the order of its COPY rows (stored_at is set by PostgreSQL).
+INSERT_COLUMNS = '"offset", event_id, name, topic_id, source, user_id, event_occurred_at, context, data, wire'
+# Every value but the offset goes as text (see events.storage).
+_INSERT_TYPES = ["int8"] + ["text"] * 9
+
+
+def quoted_table(topic_name: str) -> str:
+    return connection.ops.quote_name(events_table_name(topic_name))
+
+
+@contextmanager
+def copy_rows(cursor: psycopg.Cursor[Any], topic_name: str) -> Iterator[psycopg.Copy]:
+    """A COPY into the topic's table (``INSERT_COLUMNS``, text rows): the fastest way into PostgreSQL.
+
+    Rows written to it go to the server every 32 KiB, so PostgreSQL stores the first rows of a batch
+    while the later ones are still being validated here. A conflicting eventId fails the COPY on its
+    unique constraint, like an INSERT would; PostgreSQL checks that context and data are JSON. Text,
+    not binary: PostgreSQL writes COPY rows to the table and its indexes in groups flushed every
+    1,000 lines, and binary rows have no lines, so a binary COPY is written only at its end
+    (docs/benchmarks.md has the measurement)."""
+    with cursor.copy(f"COPY {quoted_table(topic_name)} ({INSERT_COLUMNS}) FROM STDIN") as copy:
+        copy.set_types(_INSERT_TYPES)
+        yield copy
+
+
+def events_with_ids(cursor: Any, topic_name: str, event_ids: list[uuid.UUID]) -> list[tuple[Any, ...]]:
+    """The stored rows (``EVENT_COLUMNS``) of those of ``event_ids`` the topic already has."""
+    cursor.execute(f"SELECT {EVENT_COLUMNS} FROM {quoted_table(topic_name)} WHERE event_id = ANY(%s)", [event_ids])
+    return list(cursor.fetchall())
+
+
+def page_query(
+    topic_name: str, topic_id: str | None, *, after: int, limit: int, columns: str = EVENT_COLUMNS
+) -> tuple[str, list[Any]]:
+    """A page of events with offset > ``after``, ascending, at most ``limit``: a primary-key range scan
+    for a whole topic (``topic_id`` None), the ``(topic_id, offset)`` index for one topic id ("" is the
+    events published to the bare name). Tests EXPLAIN exactly this."""
+    table = quoted_table(topic_name)
+    if topic_id is None:
+        return f'SELECT {columns} FROM {table} WHERE "offset" > %s ORDER BY "offset" LIMIT %s', [after, limit]
+    return (
+        f'SELECT {columns} FROM {table} WHERE topic_id = %s AND "offset" > %s ORDER BY "offset" LIMIT %s',
+        [topic_id, after, limit],
+    )
+
+
+def encoded_page_query(topic_name: str, topic_id: str | None, *, after: int, limit: int) -> tuple[str, list[Any]]:
+    """The page of :func:`page_query`, as one row: its events' stored encodings joined in offset order,
+    its last offset, and how many of its rows have no stored encoding."""
+    page, params = page_query(topic_name, topic_id, after=after, limit=limit, columns='"offset", wire')
+    return (
+        f'SELECT string_agg(wire, \'\'::bytea ORDER BY "offset"), max("offset"), count(*) - count(wire) '
+        f"FROM ({page}) page",
+        params,
+    )
+
+
+# --- Reads for webhook delivery and the console ----
+#
+# Plain values in, plain values out: the callers (webhooks, console) sit above topics and keep their own state.
+
+
+def topic_ids_between(topic_name: str, *, after: int, up_to: int) -> list[str]:
+    """The topic ids of the events with ``after`` < offset <= ``up_to`` (a primary-key range scan), each once."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT DISTINCT topic_id FROM {quoted_table(topic_name)} WHERE "offset" > %s AND "offset" <= %s',
+            [after, up_to],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def count_events_after(topic_name: str, cursors: list[tuple[str, int]], *, cap: int) -> list[int]:
+    """For each ``(topic_id, offset)`` cursor, how many events of that topic id lie after the offset, counted on
+    the ``(topic_id, offset)`` index and at most ``cap`` (a long backlog is not counted to its end). In the order
+    of ``cursors``, in one statement."""
+    if not cursors:
+        return []
+    topic_ids, offsets = zip(*cursors, strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM ("
+            f"  SELECT 1 FROM {quoted_table(topic_name)} e"
+            '  WHERE e.topic_id = c.topic_id AND e."offset" > c.after LIMIT %s'
+            ") pending) "
+            "FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS c(topic_id, after, position) "
+            "ORDER BY c.position",
+            [cap, list(topic_ids), list(offsets)],
+        )
+        return [row[0] for row in cursor.fetchall()]

@@ -6,6 +6,7 @@ task that forwards events from the hub in offset order.
 """
 
 import asyncio
+import functools
 import json
 import logging
 from typing import Any
@@ -15,8 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from eventrelay import ratelimit
-from eventrelay.auth import Principal, authenticate, require_read, token_from_authorization
-from eventrelay.db import run_sync
+from eventrelay.auth import Principal, authenticate, token_from_authorization
 from eventrelay.errors import (
     DEPENDENCY_ERRORS,
     EventRelayError,
@@ -28,10 +28,9 @@ from eventrelay.errors import (
     dependency_outage,
 )
 from eventrelay.refs import TopicRef
-from events import group_commit, live
 from events.canonical import canonical_json, canonical_json_list
 from events.exact_json import loads_exact
-from topics.services import get_topic
+from events.services import Subscription, apublish, subscribe
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +43,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_SLOW = 4008  # never reads what it asked for: the connection is dropped
 CLOSE_SERVICE_RESTART = 4012  # like 1012: reconnect and resubscribe by offset
 REPLY_BACKLOG_FACTOR = 4
+# What ends one subscription, with an error frame, but not its connection.
+ENDS_A_SUBSCRIPTION: tuple[type[Exception], ...] = (EventRelayError, *DEPENDENCY_ERRORS)
 # Frames a subscription sends in a row before it lets the event loop run other tasks.
 FRAMES_PER_YIELD = 32
 
@@ -58,6 +59,17 @@ def error_frame(error: EventRelayError, **extra: Any) -> dict[str, Any]:
         frame["field"] = error.field
     frame.update({key: value for key, value in extra.items() if value is not None})
     return frame
+
+
+@functools.cache
+def warn_slow_consumer_protection_off() -> None:
+    """Say once per process (not per connection) that this server cannot tell a slow reader."""
+    logger.warning(
+        "WebSocket slow-consumer protection is off in this process: its server puts no "
+        "'eventrelay.transport_backlog' probe in the scope, so a client that stops reading goes undetected and "
+        "what is sent to it piles up in memory. Serve the web process with `python -m eventrelay.webserver` "
+        "(the Procfile's web command), not plain daphne or runserver."
+    )
 
 
 def token_from_scope(scope: dict[str, Any]) -> str:
@@ -108,7 +120,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 "subscribe": self._subscribe,
                 "unsubscribe": self._unsubscribe,
                 "publish": self._publish,
-            }.get(frame.get("type"))
+            }.get(str(frame.get("type")))
             if handler is None:
                 raise InvalidInput(
                     f"unknown frame type {frame.get('type')!r}: expected subscribe, unsubscribe or publish",
@@ -146,12 +158,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
     # --- frames ------------------------------------------------------------------------------------
 
     async def _subscribe(self, frame: dict[str, Any]) -> None:
-        ref = TopicRef.parse(frame.get("topic"))
-        from_offset = frame.get("fromOffset")
-        if from_offset is not None and (type(from_offset) is not int or from_offset < 0):
-            raise InvalidInput("fromOffset must be a whole number >= 0", field="fromOffset")
-        require_read(self.principal, ref)
-        key = str(ref)
+        subscription = await subscribe(self.principal, frame.get("topic"), frame.get("fromOffset"))
+        key = str(subscription.ref)
         limit = settings.ER_WS_MAX_SUBSCRIPTIONS
         if key not in self.subscriptions and len(self.subscriptions) >= limit:
             raise InvalidInput(
@@ -159,16 +167,12 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 " unsubscribe from one first",
                 field="topic",
             )
-        topic = await run_sync(get_topic, ref.name)
         previous = self.subscriptions.pop(key, None)
         if previous is not None:
             # Subscribing again (say, after slow_consumer) replaces the subscription.
             previous.cancel()
-        await self._send_json({"type": "subscribed", "topic": key, "offset": topic.last_offset})
-        # Without fromOffset, every event after the offset just reported is owed, including one
-        # committed before the live feed is attached below (a publish can land in between).
-        start = from_offset if from_offset is not None else topic.last_offset + 1
-        self.subscriptions[key] = asyncio.create_task(self._forward(ref, start))
+        await self._send_json({"type": "subscribed", "topic": key, "offset": subscription.head})
+        self.subscriptions[key] = asyncio.create_task(self._forward(subscription))
 
     async def _unsubscribe(self, frame: dict[str, Any]) -> None:
         ref = TopicRef.parse(frame.get("topic"))
@@ -179,25 +183,21 @@ class EventsConsumer(AsyncWebsocketConsumer):
         await self._send_json({"type": "unsubscribed", "topic": str(ref)})
 
     async def _publish(self, frame: dict[str, Any]) -> None:
-        ref = TopicRef.parse(frame.get("topic"))
-        events = frame.get("events")
-        if isinstance(events, list):
-            await ratelimit.acheck("publish", self.principal.rate_limit_key, cost=len(events))
-        stored = await group_commit.publish(self.principal, ref, events, "websocket")
+        stored = await apublish(self.principal, frame.get("topic"), frame.get("events"), "websocket")
         # The events' stored JSON text is spliced in, never parsed (events.canonical).
         ref_json = f',"ref":{json.dumps(frame["ref"], ensure_ascii=False)}' if isinstance(frame.get("ref"), str) else ""
         await self._send_json(f'{{"type":"published"{ref_json},"events":{canonical_json_list(stored)}}}')
 
     # --- live events -------------------------------------------------------------------------------
 
-    async def _forward(self, ref: TopicRef, from_offset: int | None) -> None:
+    async def _forward(self, subscription: Subscription) -> None:
         """Send the subscription's events in order until it ends; tell the client why it ended."""
-        key = str(ref)
+        key = str(subscription.ref)
         topic_json = json.dumps(key)
         last_sent: int | None = None
         unyielded = 0
         try:
-            async with live.subscribe(ref, from_offset) as events:
+            async with subscription.events() as events:
                 async for event in events:
                     if self._transport_backlog() > settings.ER_WS_MAX_BUFFER_BYTES:
                         raise SlowConsumer(
@@ -218,7 +218,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
                         await asyncio.sleep(0)
         except Unavailable:  # the server is shutting down
             await self.close(code=CLOSE_SERVICE_RESTART)
-        except (EventRelayError, *DEPENDENCY_ERRORS) as error:
+        except ENDS_A_SUBSCRIPTION as error:
             if self.subscriptions.get(key) is asyncio.current_task():
                 del self.subscriptions[key]
             if not isinstance(error, EventRelayError):
@@ -241,7 +241,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
         does not, and then slow readers go undetected.
         """
         probe = self.scope.get("extensions", {}).get("eventrelay.transport_backlog")
-        return probe() if probe is not None else 0
+        if probe is None:
+            warn_slow_consumer_protection_off()
+            return 0
+        return probe()
 
     async def _send_json(self, frame: dict[str, Any] | str) -> None:
         """Send ``frame``, or text that is a JSON frame already."""

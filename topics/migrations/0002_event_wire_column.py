@@ -1,7 +1,7 @@
-"""Adds the ``wire`` column (events.wire) to the events tables of topics that already exist.
+"""Adds the ``wire`` column (the stored encoding, events.encoding) to the events tables of topics that already exist.
 
 Topics created from now on get it from ``topics.tables``; the column stays NULL for rows stored
-before, which ``events.services.pull_wire`` encodes when it reads them.
+before, which ``events.storage.read_encoded_page`` encodes when it reads them.
 """
 
 from django.db import migrations

@@ -20,7 +20,7 @@ class Command(BaseCommand):
             "autocommit": True,
         }
         try:
-            with psycopg.connect(**{k: v for k, v in params.items() if v is not None}) as conn:
+            with psycopg.connect(**{k: v for k, v in params.items() if v is not None}) as conn:  # type: ignore[arg-type]
                 exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone()
                 if exists:
                     self.stdout.write(f"database '{db['NAME']}' exists")

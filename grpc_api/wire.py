@@ -1,5 +1,5 @@
-"""Each stored event's gRPC wire form, kept beside it so a pull is one PostgreSQL read and no
-per-event Python.
+"""Each stored event's gRPC wire form: the stored encoding this transport registers with the core
+(``events.encoding``), kept beside each event so a pull is one PostgreSQL read and no per-event Python.
 
 ``wire`` is the event encoded as one element of the ``repeated Event events = 1`` field that both
 ``PublishEventsResponse`` and ``PullEventsResponse`` carry: tag, length, ``Event`` bytes. Protobuf
@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from eventrelay.v1 import eventrelay_pb2 as pb
 from events.canonical import StoredEvent
+from events.encoding import RowEncoder
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NEXT_OFFSET_TAG = b"\x10"  # field 2 of PullEventsResponse, varint
@@ -39,7 +40,7 @@ _SHORT_VARINTS = [_VarintBytes(n) for n in range(1 << 14)]
 
 
 def timestamp_of(moment: datetime) -> Timestamp:
-    # Timestamp.FromDatetime costs three times as much; this is its arithmetic for aware datetimes.
+    # Timestamp.FromDatetime's arithmetic for aware datetimes, without its slower generality.
     since_epoch = moment - _EPOCH
     return Timestamp(seconds=since_epoch.days * 86400 + since_epoch.seconds, nanos=since_epoch.microseconds * 1000)
 
@@ -84,8 +85,8 @@ def wire_from_fields(
     data_json: str,
 ) -> bytes:
     """The bytes ``pb.PullEventsResponse(events=[event_message(event)]).SerializeToString()`` gives
-    (tests/test_wire.py checks they are equal), written directly: the message object costs three
-    times as much, and every published event is encoded once. Fields in number order, empty strings
+    (tests/test_wire.py checks they are equal), written directly: building the message object costs
+    several times as much (docs/benchmarks.md), and every published event is encoded once. Fields in number order, empty strings
     left out, as protobuf does; ``topic_and_source`` and ``occurred_at`` are whole encoded fields,
     shared by the events stored together (``_text_field``, ``occurred_at_field``)."""
     body = b"".join(
@@ -123,6 +124,42 @@ def _text_field(key: bytes, text: str | None) -> bytes:
 
 def _varint(value: int) -> bytes:
     return _SHORT_VARINTS[value] if value < len(_SHORT_VARINTS) else _VarintBytes(value)
+
+
+class WireEncoding:
+    """The ``events.encoding.StoredEncoding`` of gRPC: each event as an element of a response's ``events``."""
+
+    def row_encoder(self) -> RowEncoder:
+        # The events stored together mostly share one occurrence time and one topic and source:
+        # their encoded fields are computed once per transaction.
+        occurred_at_fields: dict[datetime, bytes] = {}
+        topic_and_source: dict[tuple[str, str], bytes] = {}
+
+        def encode_row(
+            offset: int,
+            event_id: str,
+            name: str,
+            topic: str,
+            source: str,
+            user_id: str | None,
+            occurred_at: datetime,
+            context_json: str,
+            data_json: str,
+        ) -> bytes:
+            occurred_at_bytes = occurred_at_fields.get(occurred_at)
+            if occurred_at_bytes is None:
+                occurred_at_bytes = occurred_at_fields[occurred_at] = occurred_at_field(occurred_at)
+            topic_and_source_bytes = topic_and_source.get((topic, source))
+            if topic_and_source_bytes is None:
+                topic_and_source_bytes = topic_and_source[topic, source] = topic_and_source_fields(topic, source)
+            return wire_from_fields(
+                offset, event_id, name, topic_and_source_bytes, user_id, occurred_at_bytes, context_json, data_json
+            )
+
+        return encode_row
+
+    def encode(self, event: StoredEvent) -> bytes:
+        return encode_wire(event)
 
 
 def wire_of(event: StoredEvent) -> bytes:
