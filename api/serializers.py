@@ -1,6 +1,8 @@
 """Response shapes (and their OpenAPI schema). Input is validated by the services, which name the
 offending field in the same way on every API; these serializers describe it for the schema."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
@@ -8,6 +10,7 @@ from rest_framework import serializers
 
 from api import schema
 from api.errors import STATUS_BY_CODE
+from eventrelay.errors import EventRelayError
 from events.canonical import StoredEvent, to_canonical
 from topics.models import Topic
 from webhooks.models import DeliveryAttempt, Destination
@@ -143,7 +146,10 @@ class DestinationSerializer(serializers.Serializer):
 
 class DestinationCreateSerializer(DestinationSerializer):
     startOffset = serializers.IntegerField(
-        required=False, min_value=0, help_text="Replay from after this offset (at most the topic's last offset)."
+        source="start_offset",
+        required=False,
+        min_value=0,
+        help_text="Replay from after this offset (at most the topic's last offset).",
     )
 
 
@@ -159,6 +165,29 @@ class DestinationChangeSerializer(DestinationSerializer):
 
 class DestinationListSerializer(serializers.Serializer):
     webhooks = DestinationSerializer(many=True)
+
+
+# The webhooks services name fields as the models do (``max_attempts``); the API names them as the serializers
+# above do (``maxAttempts``). This is the one place a refusal's field is translated.
+DESTINATION_FIELD_NAMES = {
+    field.source: name for name, field in DestinationCreateSerializer().fields.items() if field.source != name
+}
+
+
+@contextmanager
+def destination_errors_in_api_names() -> Iterator[None]:
+    """Re-raise a webhooks service's refusal with the API's name for its field, in ``field`` and where the
+    message begins with it (``start_offset must be ...`` reads ``startOffset must be ...``)."""
+    try:
+        yield
+    except EventRelayError as error:
+        api_name = DESTINATION_FIELD_NAMES.get(error.field or "")
+        if api_name is not None:
+            if error.message.startswith(f"{error.field} "):
+                error.message = api_name + error.message[len(error.field or "") :]
+                error.args = (error.message,)
+            error.field = api_name
+        raise
 
 
 class AttemptSerializer(serializers.Serializer):

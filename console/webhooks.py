@@ -1,23 +1,21 @@
 """The webhook admin: destinations (with their delivery streams), delivery attempts, undeliverable events.
 
-Every change goes through ``webhooks.services``, so the admin refuses exactly what the API refuses, with the same
+A thin admin: what the pages show comes from ``webhooks.selectors`` and the models' QuerySet methods, and every
+change goes through ``webhooks.services``, so the admin refuses exactly what the API refuses, with the same
 message, and creates destinations the same way (secret generated, cursor at the topic's head unless a replay
-offset is given). Delivery attempts and undeliverable events are records of what happened: they can be viewed
-(and undeliverable events redelivered) but never edited.
+offset is given). Slow work (a test event's HTTP request) is queued for a worker, never done in the request.
+Delivery attempts and undeliverable events are records of what happened: they can be viewed (and undeliverable
+events redelivered) but never edited.
 """
 
-import json
-import uuid
-from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MinValueValidator
-from django.db import connection
-from django.db.models import BigIntegerField, Case, Count, F, Min, OuterRef, QuerySet, Subquery, Value, When
-from django.db.models.functions import Coalesce, Greatest, Least
+from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -27,23 +25,23 @@ from django.utils.timesince import timesince, timeuntil
 
 from eventrelay.errors import EventRelayError
 from eventrelay.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH, TopicRef
-from events.canonical import StoredEvent
 from topics.models import Topic
 from topics.services import get_topic
-from topics.tables import events_table_name
-from webhooks import delivery, services
-from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent
+from webhooks import selectors, services
+from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, DestinationQuerySet, UndeliverableEvent
 
-# Exact per-stream backlogs are counted on the (topic_id, offset) index up to this many events.
-BACKLOG_COUNT_LIMIT = 10_000
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
+
 # A whole-topic destination has a stream per topic id (possibly thousands); its page shows these many.
 STREAMS_SHOWN = 100
-# Test events are sent one after another inside the request; more than this could run into the proxy's timeout.
+# One click queues a test event per selected destination: a test is for checking a receiver or a few, and a
+# selection of every destination by mistake should not send one to each.
 TEST_EVENT_MAX_DESTINATIONS = 10
 RETRY_POLICY_FIELDS = ("max_attempts", "timeout_seconds", "backoff_base_ms", "backoff_cap_ms")
 
 
-def _changelist_url(model: type, **filters: object) -> str:
+def _changelist_url(model: type[Model], **filters: object) -> str:
     query = f"?{urlencode(filters)}" if filters else ""
     return reverse(f"admin:webhooks_{model._meta.model_name}_changelist") + query
 
@@ -52,18 +50,6 @@ def _destination_link(destination: Destination) -> str:
     return format_html(
         '<a href="{}">{}</a>', reverse("admin:webhooks_destination_change", args=[destination.pk]), destination.name
     )
-
-
-def _shown_url(url: str) -> str:
-    """The URL without its password (a receiver's basic-auth credentials are as secret as the signing key)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-    except ValueError:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _moment(value: Any) -> str:
@@ -81,12 +67,13 @@ class StateFilter(admin.SimpleListFilter):
         return [("active", "active"), ("paused", "paused"), ("disabled", "disabled by the receiver (410)")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        destinations = cast(DestinationQuerySet, queryset)  # the destination list's own queryset
         if self.value() == "active":
-            return queryset.filter(active=True)
+            return destinations.active()
         if self.value() == "paused":
-            return queryset.filter(active=False, disabled_reason="")
+            return destinations.paused()
         if self.value() == "disabled":
-            return queryset.filter(active=False).exclude(disabled_reason="")
+            return destinations.disabled_by_receiver()
         return queryset
 
 
@@ -95,8 +82,7 @@ class TopicFilter(admin.SimpleListFilter):
     parameter_name = "topic"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        names = Destination.objects.order_by("topic_name").values_list("topic_name", flat=True).distinct()
-        return [(name, name) for name in names]
+        return [(name, name) for name in selectors.topic_names_with_destinations()]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(topic_name=self.value()) if self.value() else queryset
@@ -109,8 +95,8 @@ class DestinationFilter(admin.SimpleListFilter):
     parameter_name = "destination"
     path = "stream__destination_id"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[int, str]]:
-        return list(Destination.objects.values_list("pk", "name"))
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(str(pk), name) for pk, name in selectors.destination_choices()]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(**{self.path: self.value()}) if self.value() else queryset
@@ -234,7 +220,8 @@ class DestinationForm(forms.ModelForm):
         return str(ref)
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         start_offset = cleaned.get("start_offset")
         if not self.instance.pk and self.topic_row is not None and start_offset is not None:
             if start_offset > self.topic_row.last_offset:
@@ -252,25 +239,6 @@ class DestinationForm(forms.ModelForm):
 
 
 # --- Delivery streams (inline on the destination page) --------------------------------------------
-
-
-def stream_backlogs(destination: Destination, stream_ids: list[int]) -> dict[int, int] | None:
-    """Events after each stream's cursor, counted on the (topic_id, offset) index and capped at
-    ``BACKLOG_COUNT_LIMIT + 1``. ``None`` when the topic no longer exists."""
-    if not Topic.objects.named(destination.topic_name).exists():
-        return None
-    if not stream_ids:
-        return {}
-    events = connection.ops.quote_name(events_table_name(destination.topic_name))
-    streams = connection.ops.quote_name(DeliveryStream._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT s.id, (SELECT count(*) FROM (SELECT 1 FROM {events} e "
-            f'WHERE e.topic_id = s.topic_id AND e."offset" > s.last_offset LIMIT %s) pending) '
-            f"FROM {streams} s WHERE s.id = ANY(%s)",
-            [BACKLOG_COUNT_LIMIT + 1, stream_ids],
-        )
-        return dict(cursor.fetchall())
 
 
 class ReadOnly:
@@ -326,38 +294,34 @@ class DeliveryStreamInline(ReadOnly, StreamColumns, admin.TabularInline):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._shown: tuple[Destination, list[int]] | None = None
+        self._shown: tuple[Destination, selectors.ShownStreams] | None = None
         self._backlogs: dict[int, int] | None = None
 
     def shown_streams(self, destination: Destination) -> QuerySet[DeliveryStream]:
         """The streams the page lists: failing ones first, then the furthest behind."""
-        ordering = ("-attempts", "last_offset", "topic_id")
-        streams = destination.streams.order_by(*ordering)
-        ids = list(streams.values_list("pk", flat=True)[:STREAMS_SHOWN])
-        total = len(ids) if len(ids) < STREAMS_SHOWN else streams.count()
-        if total > len(ids):
-            self.verbose_name_plural = f"delivery streams ({len(ids)} of {total}: failing and furthest behind first)"
-        self._shown = (destination, ids)
-        return DeliveryStream.objects.filter(pk__in=ids).order_by(*ordering)
+        shown = selectors.shown_streams(destination, limit=STREAMS_SHOWN)
+        if shown.total > len(shown.ids):
+            self.verbose_name_plural = (
+                f"delivery streams ({len(shown.ids)} of {shown.total}: failing and furthest behind first)"
+            )
+        self._shown = (destination, shown)
+        return DeliveryStream.objects.filter(pk__in=shown.ids).most_urgent_first()
 
     @admin.display(description="events after the cursor")
     def backlog(self, stream: DeliveryStream) -> str:
         if self._backlogs is None and self._shown is not None:
-            self._backlogs = stream_backlogs(*self._shown)
+            destination, shown = self._shown
+            self._backlogs = selectors.stream_backlogs(destination, shown.cursors)
         if self._backlogs is None:
             return "topic deleted"
         count = self._backlogs.get(stream.pk)
         if count is None:
             return "-"
-        return f"more than {BACKLOG_COUNT_LIMIT:,}" if count > BACKLOG_COUNT_LIMIT else f"{count:,}"
+        limit = selectors.BACKLOG_COUNT_LIMIT
+        return f"more than {limit:,}" if count > limit else f"{count:,}"
 
 
 # --- Destinations ---------------------------------------------------------------------------------
-
-
-def _count_per_destination(queryset: QuerySet, destination_path: str) -> Coalesce:
-    per_destination = queryset.filter(**{destination_path: OuterRef("pk")}).order_by().values(destination_path)
-    return Coalesce(Subquery(per_destination.annotate(n=Count("pk")).values("n")), 0)
 
 
 @admin.register(Destination)
@@ -380,38 +344,12 @@ class DestinationAdmin(admin.ModelAdmin):
     readonly_fields = ("disabled_reason", "delivery_summary", "signing_secret", "created_at", "updated_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Destination]:
-        """One query for the whole list: stream and undeliverable counts, the topic's head and the
-        lowest stream cursor come from correlated subqueries (no join fan-out, no per-row queries)."""
-        min_cursor = Subquery(
-            DeliveryStream.objects.filter(destination=OuterRef("pk"))
-            .order_by()
-            .values("destination")
-            .annotate(m=Min("last_offset"))
-            .values("m")
-        )
-        head = Subquery(Topic.objects.filter(name=OuterRef("topic_name")).values("last_offset")[:1])
-        # Every pending event lies between the lowest cursor and the head. A whole-topic destination
-        # also has events of topic ids not scanned yet (after scanned_offset) waiting for a stream.
-        low = Case(
-            When(topic_id="", then=Least(Coalesce(F("min_cursor"), F("scanned_offset")), F("scanned_offset"))),
-            default=Coalesce(F("min_cursor"), F("start_offset")),
-        )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                stream_count=_count_per_destination(DeliveryStream.objects.all(), "destination"),
-                undeliverable_count=_count_per_destination(
-                    UndeliverableEvent.objects.filter(redelivered_at__isnull=True), "stream__destination"
-                ),
-                min_cursor=min_cursor,
-                head_offset=head,
-            )
-            .annotate(backlog_bound=Greatest(F("head_offset") - low, Value(0), output_field=BigIntegerField()))
-        )
+        """One query for the whole list (and the change page): counts, topic head and backlog bound."""
+        return super().get_queryset(request).with_delivery_stats()  # type: ignore[attr-defined]
 
-    def get_fieldsets(self, request: HttpRequest, obj: Destination | None = None) -> list[tuple[str | None, dict]]:
-        retry = ("Retry policy", {"fields": RETRY_POLICY_FIELDS, "classes": ("collapse",)})
+    def get_fieldsets(self, request: HttpRequest, obj: Destination | None = None) -> "_FieldsetSpec":
+        retry_options: _FieldOpts = {"fields": RETRY_POLICY_FIELDS, "classes": ("collapse",)}
+        retry = ("Retry policy", retry_options)
         if obj is None:
             return [(None, {"fields": ("name", "url", "topic", "event_names", "active", "start_offset")}), retry]
         return [
@@ -472,21 +410,12 @@ class DestinationAdmin(admin.ModelAdmin):
             for destination in destinations
             if not self.has_delete_permission(request, destination)
         }
-        ids = [destination.pk for destination in destinations]
-        model_count = {
-            Destination._meta.verbose_name_plural: len(ids),
-            DeliveryStream._meta.verbose_name_plural: DeliveryStream.objects.filter(destination__in=ids).count(),
-            DeliveryAttempt._meta.verbose_name_plural: DeliveryAttempt.objects.filter(
-                stream__destination__in=ids
-            ).count(),
-            UndeliverableEvent._meta.verbose_name_plural: UndeliverableEvent.objects.filter(
-                stream__destination__in=ids
-            ).count(),
-        }
-        listed = [
+        counts = selectors.records_deleted_with([destination.pk for destination in destinations])
+        model_count = {str(model._meta.verbose_name_plural): count for model, count in counts.items() if count}
+        listed: list[str] = [
             format_html("{}: {}", capfirst(Destination._meta.verbose_name), _destination_link(d)) for d in destinations
         ]
-        return listed, {str(name): count for name, count in model_count.items() if count}, perms_needed, []
+        return listed, model_count, perms_needed, []
 
     # List columns.
 
@@ -496,7 +425,7 @@ class DestinationAdmin(admin.ModelAdmin):
 
     @admin.display(description="URL", ordering="url")
     def shown_url(self, destination: Destination) -> str:
-        return Truncator(_shown_url(destination.url)).chars(80)
+        return Truncator(services.shown_url(destination.url)).chars(80)
 
     @admin.display(description="state", ordering="active")
     def state(self, destination: Destination) -> str:
@@ -554,6 +483,8 @@ class DestinationAdmin(admin.ModelAdmin):
                     destination.scanned_offset,
                 )
             )
+        for test in selectors.test_event_results(destination):
+            lines.append(format_html("{} ({})", test.result, _moment(test.at)))
         return format_html_join("", "<div>{}</div>", ((line,) for line in lines))
 
     # Actions: stock admin actions (POST, CSRF-checked), also offered as buttons on the change page.
@@ -605,22 +536,14 @@ class DestinationAdmin(admin.ModelAdmin):
             )
             return
         for destination in destinations:
-            event = synthetic_test_event(destination)
-            outcome = delivery.post_event(destination, event)
-            if outcome.ok:
-                self.message_user(
-                    request,
-                    f"Test event {event.event_id} to “{destination.name}”: HTTP {outcome.status} "
-                    f"in {outcome.duration_ms} ms.",
-                    messages.SUCCESS,
-                )
-            else:
-                body = f" Response: {Truncator(outcome.body).chars(200)}" if outcome.body else ""
-                self.message_user(
-                    request,
-                    f"Test event {event.event_id} to “{destination.name}” failed: {outcome.error}.{body}",
-                    messages.ERROR,
-                )
+            # The admin serves logged-in staff only: there is always a user to record the result for.
+            event_id = services.send_test_event(destination, requested_by=cast(int, request.user.pk))
+            self.message_user(
+                request,
+                f"Test event {event_id} to “{destination.name}” queued. A worker sends it; its result shows "
+                "under “status” on the destination's page and in its history.",
+                messages.SUCCESS,
+            )
 
     # One destination's actions from its change page (POST only; admin_view checks login and CSRF).
 
@@ -639,9 +562,10 @@ class DestinationAdmin(admin.ModelAdmin):
         if destination is None:
             raise Http404("no such destination")
         actions = self.get_actions(request)
-        if action not in self.actions or action not in actions:
+        chosen = actions.get(action) if action in self.actions else None
+        if chosen is None:
             raise PermissionDenied
-        function = actions[action][0]
+        function = chosen[0]
         function(self, request, Destination.objects.filter(pk=destination.pk))
         return HttpResponseRedirect(reverse("admin:webhooks_destination_change", args=[destination.pk]))
 
@@ -667,22 +591,6 @@ class DestinationAdmin(admin.ModelAdmin):
                 if name in available
             ]
         return super().render_change_form(request, context, add, change, form_url, obj)
-
-
-def synthetic_test_event(destination: Destination) -> StoredEvent:
-    """A synthetic event for the destination's topic, delivered like a real one but stored nowhere."""
-    return StoredEvent(
-        offset=0,
-        event_id=uuid.uuid4(),
-        name="eventrelay.test",
-        topic_name=destination.topic_name,
-        topic_id=destination.topic_id,
-        source="http",
-        user_id=None,
-        event_occurred_at=timezone.now(),
-        context_json="{}",
-        data_json=json.dumps({"test": True}),
-    )
 
 
 # --- Streams, attempts, undeliverable events (read-only) ------------------------------------------
@@ -735,8 +643,7 @@ class DeliveryStreamAdmin(ReadOnly, StreamColumns, admin.ModelAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryStream]:
-        head = Subquery(Topic.objects.filter(name=OuterRef("destination__topic_name")).values("last_offset")[:1])
-        return super().get_queryset(request).annotate(head_offset=head)
+        return super().get_queryset(request).with_topic_head()  # type: ignore[attr-defined]
 
     @admin.display(description="destination", ordering="destination__name")
     def destination_link(self, stream: DeliveryStream) -> str:

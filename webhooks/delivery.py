@@ -9,12 +9,14 @@ is conditional on still holding the lease, so a worker whose lease expired canno
 another worker now owns.
 """
 
+import json
 import logging
 import random
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from email.utils import parsedate_to_datetime
 
 import requests
 from django.conf import settings
@@ -25,8 +27,9 @@ from django.utils import timezone
 from eventrelay.errors import NotFound
 from events.canonical import StoredEvent, canonical_json
 from events.services import read_stream_events
+from topics import tables
 from topics.models import Topic
-from webhooks import signing, ssrf
+from webhooks import scheduling, signing, ssrf
 from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent
 
 logger = logging.getLogger(__name__)
@@ -37,8 +40,6 @@ READ_BATCH = 100
 COUNTDOWN_LIMIT_S = 10
 
 _session: requests.Session | None = None
-# When this process last set the lease of a stream it holds (time.monotonic()).
-_lease_renewed_at: dict[int, float] = {}
 
 
 def http_session() -> requests.Session:
@@ -124,8 +125,6 @@ def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
         try:
             return max(0.0, (parsedate_to_datetime(value) - timezone.now()).total_seconds())
         except (TypeError, ValueError):
@@ -180,6 +179,17 @@ def lease_seconds_for(destination: Destination) -> float:
     return destination.effective_timeout_seconds + settings.ER_WEBHOOK_LEASE_MARGIN_S
 
 
+@dataclass
+class Lease:
+    """One ``deliver_stream`` call's hold on its stream: the owner token its conditional updates name, how long
+    each renewal lasts, and when this process last set it (``time.monotonic()``). It lives as long as the call,
+    so a process that delivers many streams keeps nothing per stream once each call returns."""
+
+    owner: str
+    seconds: float
+    renewed_at: float
+
+
 def deliver_stream(stream_id: int) -> str:
     """Deliver a stream's pending events in order until it is empty or an event fails.
 
@@ -190,26 +200,23 @@ def deliver_stream(stream_id: int) -> str:
     stream = DeliveryStream.objects.select_related("destination").filter(pk=stream_id).first()
     if stream is None:
         return "gone"
-    destination = stream.destination
-    lease = lease_seconds_for(destination)
-    if not claim(stream_id, owner, lease):
+    seconds = lease_seconds_for(stream.destination)
+    if not claim(stream_id, owner, seconds):
         return "not claimed"
-    _lease_renewed_at[stream_id] = time.monotonic()
-    # Read the stream again now that it is ours: the row read above may predate another worker's
-    # deliveries (it delivered and released in between), and sending from that cursor would re-send
-    # them and move the cursor back.
-    stream = DeliveryStream.objects.select_related("destination").filter(pk=stream_id).first()
-    if stream is None:
-        _lease_renewed_at.pop(stream_id, None)
-        return "gone"  # deleted with its topic right after the claim
-    destination = stream.destination
-    with connection.cursor() as cursor:
-        # Delivery bookkeeping (attempt rows, cursors) need not wait for its WAL flush: a database
-        # crash can only lose the last moments of it, which means re-sending (at least once), never
-        # skipping. Events themselves are always committed synchronously by publish.
-        cursor.execute("SET synchronous_commit TO OFF")
+    lease = Lease(owner=owner, seconds=seconds, renewed_at=time.monotonic())
     try:
-        return _work(stream, destination, owner, lease)
+        # Read the stream again now that it is ours: the row read above may predate another worker's
+        # deliveries (it delivered and released in between), and sending from that cursor would re-send
+        # them and move the cursor back.
+        stream = DeliveryStream.objects.select_related("destination").filter(pk=stream_id).first()
+        if stream is None:
+            return "gone"  # deleted with its topic right after the claim
+        with connection.cursor() as cursor:
+            # Delivery bookkeeping (attempt rows, cursors) need not wait for its WAL flush: a database
+            # crash can only lose the last moments of it, which means re-sending (at least once), never
+            # skipping. Events themselves are always committed synchronously by publish.
+            cursor.execute("SET synchronous_commit TO OFF")
+        return _work(stream, stream.destination, lease)
     except NotFound:
         release(stream_id, owner, last_error="topic no longer exists")
         return "topic deleted"
@@ -222,11 +229,9 @@ def deliver_stream(stream_id: int) -> str:
         return "lease lost"
     except BaseException:
         # The lease would expire by itself, but only after the whole lease: release now so the sweep can retry
-        # sooner, even when what failed was the database connection itself.
+        # sooner, even when what failed was the database connection itself (the re-read or the SET above too).
         _release_after_error(stream_id, owner)
         raise
-    finally:
-        _lease_renewed_at.pop(stream_id, None)
 
 
 def _release_after_error(stream_id: int, owner: str) -> None:
@@ -245,7 +250,7 @@ def _release_after_error(stream_id: int, owner: str) -> None:
             connection.close()
 
 
-def _work(stream: DeliveryStream, destination: Destination, owner: str, lease: float) -> str:
+def _work(stream: DeliveryStream, destination: Destination, lease: Lease) -> str:
     names = set(destination.event_names or ())
     topic_pk = None
     while True:
@@ -261,21 +266,22 @@ def _work(stream: DeliveryStream, destination: Destination, owner: str, lease: f
         if not events:
             # Nothing of this topic id up to the head read before the query: move the cursor there,
             # so "behind" (cursor < topic head) stays a precise signal for the sweep.
-            if release(stream.pk, owner, last_offset=max(stream.last_offset, head)):
+            if release(stream.pk, lease.owner, last_offset=max(stream.last_offset, head)):
                 _requeue_if_more(stream)
             return "drained"
         for event in events:
             if names and event.name not in names:
-                if not _advance(stream, owner, event.offset):
+                if not _advance(stream, lease.owner, event.offset):
                     return "lease lost"
                 continue
-            result = _attempt(stream, destination, owner, lease, event)
+            result = _attempt(stream, destination, lease, event)
             if result != "delivered":
                 return result
 
 
-def _attempt(stream: DeliveryStream, destination: Destination, owner: str, lease: float, event: StoredEvent) -> str:
-    if not _keep_lease(stream, owner, lease):
+def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, event: StoredEvent) -> str:
+    owner = lease.owner
+    if not _keep_lease(stream, lease):
         return "lease lost"
     outcome = post_event(destination, event)
     attempt = DeliveryAttempt(
@@ -315,16 +321,14 @@ def _attempt(stream: DeliveryStream, destination: Destination, owner: str, lease
         last_error=outcome.error,
     )
     if delay <= COUNTDOWN_LIMIT_S:
-        from webhooks.tasks import deliver
-
         DeliveryStream.objects.filter(pk=stream.pk).update(enqueued_at=timezone.now())
-        deliver.apply_async((stream.pk,), countdown=delay)
+        scheduling.queue_delivery(stream.pk, countdown=delay)
     return "retrying"
 
 
 def _record_delivery(stream: DeliveryStream, owner: str, attempt: DeliveryAttempt) -> bool:
     """Record an acknowledged attempt and move the cursor past it in ONE statement: one round trip
-    and one commit, where the ORM needed five (this was most of a delivery's database cost). The
+    and one commit, where the ORM needed five statements (docs/benchmarks.md has the cost). The
     attempt is recorded even when the lease turned out to be lost (the receiver did get the event);
     only the lease holder's cursor moves. Returns whether it moved."""
     streams = connection.ops.quote_name(DeliveryStream._meta.db_table)
@@ -353,16 +357,15 @@ def _record_delivery(stream: DeliveryStream, owner: str, attempt: DeliveryAttemp
     return moved
 
 
-def _keep_lease(stream: DeliveryStream, owner: str, lease: float) -> bool:
+def _keep_lease(stream: DeliveryStream, lease: Lease) -> bool:
     """Extend the lease when half its margin is used up, so it always outlives the next request's
     timeout (renewing before every event would cost a write per event). False if it was lost."""
     now = time.monotonic()
-    renewed = _lease_renewed_at.get(stream.pk)
-    if renewed is not None and now - renewed < settings.ER_WEBHOOK_LEASE_MARGIN_S / 2:
+    if now - lease.renewed_at < settings.ER_WEBHOOK_LEASE_MARGIN_S / 2:
         return True
-    if not _mine(stream.pk, owner).update(lease_expires_at=timezone.now() + timedelta(seconds=lease)):
+    if not _mine(stream.pk, lease.owner).update(lease_expires_at=timezone.now() + timedelta(seconds=lease.seconds)):
         return False
-    _lease_renewed_at[stream.pk] = now
+    lease.renewed_at = now
     return True
 
 
@@ -381,9 +384,7 @@ def _requeue_if_more(stream: DeliveryStream) -> None:
     destination = stream.destination
     fresh = DeliveryStream.objects.get(pk=stream.pk)
     if read_stream_events(destination.topic_name, stream.topic_id, after=fresh.last_offset, limit=1):
-        from webhooks.tasks import deliver
-
-        enqueue(deliver, [fresh.pk])
+        enqueue([fresh.pk])
 
 
 # --- Waking and sweeping ----------------------------------------------------------------------------
@@ -396,13 +397,7 @@ def discover_streams(destination: Destination) -> None:
     head = Topic.objects.filter(name=destination.topic_name).values_list("last_offset", flat=True).first()
     if head is None or head <= destination.scanned_offset:
         return
-    table = connection.ops.quote_name(f"{destination.topic_name}_events")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'SELECT DISTINCT topic_id FROM {table} WHERE "offset" > %s AND "offset" <= %s',
-            [destination.scanned_offset, head],
-        )
-        topic_ids = [row[0] for row in cursor.fetchall()]
+    topic_ids = tables.topic_ids_between(destination.topic_name, after=destination.scanned_offset, up_to=head)
     DeliveryStream.objects.bulk_create(
         [
             DeliveryStream(destination=destination, topic_id=tid, last_offset=destination.start_offset)
@@ -414,19 +409,18 @@ def discover_streams(destination: Destination) -> None:
     destination.scanned_offset = head
 
 
-def enqueue(task: object, stream_ids: list[int]) -> None:
+def enqueue(stream_ids: list[int]) -> None:
+    """Queue a delivery task per stream, marked as queued so the sweep leaves them alone for a while."""
     if not stream_ids:
         return
     DeliveryStream.objects.filter(pk__in=stream_ids).update(enqueued_at=timezone.now())
     for stream_id in stream_ids:
-        task.delay(stream_id)  # type: ignore[attr-defined]
+        scheduling.queue_delivery(stream_id)
 
 
 def wake_topic(topic_name: str, topic_ids: list[str] | None = None) -> int:
     """After a publish: make sure every matching destination has its streams, and queue the due ones
     that are not already queued. With ``topic_ids`` (what the publish touched), only those streams."""
-    from webhooks.tasks import deliver
-
     queued = 0
     for destination in Destination.objects.for_topic(topic_name).active():
         discover_streams(destination)
@@ -434,7 +428,7 @@ def wake_topic(topic_name: str, topic_ids: list[str] | None = None) -> int:
         if topic_ids is not None:
             streams = streams.filter(topic_id__in=topic_ids)
         ids = list(streams.values_list("pk", flat=True))
-        enqueue(deliver, ids)
+        enqueue(ids)
         queued += len(ids)
     return queued
 
@@ -442,8 +436,6 @@ def wake_topic(topic_name: str, topic_ids: list[str] | None = None) -> int:
 def sweep() -> int:
     """Periodic safety net: queue streams that are due and behind, whose wake-up was lost (never
     queued, or queued longer than ER_WEBHOOK_REQUEUE_S ago) or whose worker died (lease expired)."""
-    from webhooks.tasks import deliver
-
     now = timezone.now()
     stale = now - timedelta(seconds=settings.ER_WEBHOOK_REQUEUE_S)
     for destination in Destination.objects.active():
@@ -454,7 +446,7 @@ def sweep() -> int:
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
         .values_list("pk", flat=True)
     )
-    enqueue(deliver, ids)
+    enqueue(ids)
     return len(ids)
 
 
@@ -491,3 +483,28 @@ def _disable_gone(destination: Destination, offset: int) -> None:
     Destination.objects.filter(pk=destination.pk).update(
         active=False, disabled_reason=f"receiver answered 410 Gone for offset {offset} at {timezone.now()}"
     )
+
+
+# --- Test events --------------------------------------------------------------------------------------
+
+
+def synthetic_test_event(destination: Destination, event_id: uuid.UUID) -> StoredEvent:
+    """A synthetic event for the destination's topic, delivered like a real one but stored nowhere."""
+    return StoredEvent(
+        offset=0,
+        event_id=event_id,
+        name="eventrelay.test",
+        topic_name=destination.topic_name,
+        topic_id=destination.topic_id,
+        source="http",
+        user_id=None,
+        event_occurred_at=timezone.now(),
+        context_json="{}",
+        data_json=json.dumps({"test": True}),
+    )
+
+
+def send_test_event(destination: Destination, event_id: uuid.UUID) -> Outcome:
+    """POST a synthetic event (``event_id``) to the destination, outside every stream: no cursor moves and no
+    attempt is recorded."""
+    return post_event(destination, synthetic_test_event(destination, event_id))

@@ -10,10 +10,17 @@
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import BigIntegerField, Case, Count, F, Min, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
 from eventrelay.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH
+from topics.models import Topic
+
+
+def _topic_head(topic_name_path: str) -> Subquery:
+    """The last offset of the topic named at ``topic_name_path`` (NULL once the topic is deleted)."""
+    return Subquery(Topic.objects.filter(name=OuterRef(topic_name_path)).values("last_offset")[:1])
 
 
 class DestinationQuerySet(models.QuerySet["Destination"]):
@@ -22,6 +29,43 @@ class DestinationQuerySet(models.QuerySet["Destination"]):
 
     def active(self) -> "DestinationQuerySet":
         return self.filter(active=True)
+
+    def paused(self) -> "DestinationQuerySet":
+        return self.filter(active=False, disabled_reason="")
+
+    def disabled_by_receiver(self) -> "DestinationQuerySet":
+        return self.filter(active=False).exclude(disabled_reason="")
+
+    def with_delivery_stats(self) -> "DestinationQuerySet":
+        """Each destination with ``stream_count``, ``undeliverable_count`` (not yet redelivered), ``head_offset``
+        (its topic's last offset, None once the topic is deleted) and ``backlog_bound`` (at most this many events
+        wait), in one query: correlated subqueries, no join fan-out, no per-row queries."""
+        min_cursor = Subquery(
+            DeliveryStream.objects.filter(destination=OuterRef("pk"))
+            .order_by()
+            .values("destination")
+            .annotate(m=Min("last_offset"))
+            .values("m")
+        )
+        # Every pending event lies between the lowest cursor and the head. A whole-topic destination
+        # also has events of topic ids not scanned yet (after scanned_offset) waiting for a stream.
+        low = Case(
+            When(topic_id="", then=Least(Coalesce(F("min_cursor"), F("scanned_offset")), F("scanned_offset"))),
+            default=Coalesce(F("min_cursor"), F("start_offset")),
+        )
+        return self.annotate(
+            stream_count=_count_per_destination(DeliveryStream.objects.all(), "destination"),
+            undeliverable_count=_count_per_destination(
+                UndeliverableEvent.objects.filter(redelivered_at__isnull=True), "stream__destination"
+            ),
+            min_cursor=min_cursor,
+            head_offset=_topic_head("topic_name"),
+        ).annotate(backlog_bound=Greatest(F("head_offset") - low, Value(0), output_field=BigIntegerField()))
+
+
+def _count_per_destination(queryset: models.QuerySet, destination_path: str) -> Coalesce:
+    per_destination = queryset.filter(**{destination_path: OuterRef("pk")}).order_by().values(destination_path)
+    return Coalesce(Subquery(per_destination.annotate(n=Count("pk")).values("n")), 0)
 
 
 class Destination(models.Model):
@@ -88,12 +132,18 @@ class DeliveryStreamQuerySet(models.QuerySet["DeliveryStream"]):
 
     def behind(self) -> "DeliveryStreamQuerySet":
         """Streams whose cursor is below their topic's last offset (they may have work)."""
-        from topics.models import Topic
-
         last_offsets = Topic.objects.filter(name=models.OuterRef("destination__topic_name")).values("last_offset")
         return self.annotate(topic_last_offset=models.Subquery(last_offsets)).filter(
             last_offset__lt=F("topic_last_offset")
         )
+
+    def with_topic_head(self) -> "DeliveryStreamQuerySet":
+        """Each stream with ``head_offset``: its topic's last offset (None once the topic is deleted)."""
+        return self.annotate(head_offset=_topic_head("destination__topic_name"))
+
+    def most_urgent_first(self) -> "DeliveryStreamQuerySet":
+        """Failing streams first, then the furthest behind."""
+        return self.order_by("-attempts", "last_offset", "topic_id")
 
 
 class DeliveryStream(models.Model):

@@ -1,21 +1,28 @@
 """Webhook destinations: create, change, pause/resume, rotate secret, redeliver.
 
 Transports (admin, REST) call these; they validate and raise ``eventrelay.errors`` kinds with a
-message naming the field, so every front end explains a refusal the same way.
+message naming the field, so every front end explains a refusal the same way. Fields are named as the
+models name them (snake_case, ``max_attempts``); a transport that shows other names (the REST API's
+camelCase) translates them in one place of its own.
 """
 
 import logging
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import Truncator
 
 from eventrelay.errors import InvalidInput, NotFound
 from eventrelay.refs import TopicRef
 from topics.models import Topic
-from webhooks import signing, ssrf, wakeups
+from webhooks import delivery, scheduling, signing, ssrf, wakeups
+from webhooks.delivery import Outcome
 from webhooks.models import DeliveryStream, Destination, UndeliverableEvent
 
 logger = logging.getLogger(__name__)
@@ -86,7 +93,7 @@ def _check_event_names(value: object) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
-        raise InvalidInput("eventNames must be a list of event names", field="eventNames")
+        raise InvalidInput("event_names must be a list of event names", field="event_names")
     return value
 
 
@@ -95,23 +102,22 @@ MAX_ATTEMPTS_LIMIT = 1000
 TIMEOUT_SECONDS_LIMIT = 300
 BACKOFF_MS_LIMIT = 7 * 24 * 3_600_000
 LIMITS = {
-    "maxAttempts": MAX_ATTEMPTS_LIMIT,
     "max_attempts": MAX_ATTEMPTS_LIMIT,
-    "timeoutSeconds": TIMEOUT_SECONDS_LIMIT,
     "timeout_seconds": TIMEOUT_SECONDS_LIMIT,
+    "backoff_base_ms": BACKOFF_MS_LIMIT,
+    "backoff_cap_ms": BACKOFF_MS_LIMIT,
 }
 
 
 def _check_positive(field: str, value: object) -> int | None:
     if value is None:
         return None
-    maximum = LIMITS.get(field, BACKOFF_MS_LIMIT)
+    maximum = LIMITS[field]
     if type(value) is not int or not 1 <= value <= maximum:
         raise InvalidInput(f"{field} must be a whole number from 1 to {maximum}", field=field)
     return value
 
 
-@transaction.atomic
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("name is required", field="name")
@@ -120,6 +126,7 @@ def _check_name(name: object) -> str:
     return name.strip()
 
 
+@transaction.atomic
 def create_destination(
     *,
     name: str,
@@ -133,8 +140,8 @@ def create_destination(
     backoff_cap_ms: int | None = None,
     start_offset: int | None = None,
 ) -> Destination:
-    """Create a destination. It delivers events published after now, or after ``start_offset``
-    (an earlier offset, to replay) when given."""
+    """Create a destination (and, for a ``name:id`` topic, its one stream: both or neither). It delivers events
+    published after now, or after ``start_offset`` (an earlier offset, to replay) when given."""
     name = _check_name(name)
     check_destination_url(url)
     ref = TopicRef.parse(topic)
@@ -144,7 +151,7 @@ def create_destination(
     if start_offset is None:
         start_offset = topic_row.last_offset
     elif type(start_offset) is not int or not 0 <= start_offset <= topic_row.last_offset:
-        raise InvalidInput(f"startOffset must be between 0 and {topic_row.last_offset}", field="startOffset")
+        raise InvalidInput(f"start_offset must be between 0 and {topic_row.last_offset}", field="start_offset")
     destination = Destination.objects.create(
         name=name,
         url=url,
@@ -153,10 +160,10 @@ def create_destination(
         event_names=_check_event_names(event_names),
         active=bool(active),
         secret=signing.new_secret(),
-        max_attempts=_check_positive("maxAttempts", max_attempts),
-        timeout_seconds=_check_positive("timeoutSeconds", timeout_seconds),
-        backoff_base_ms=_check_positive("backoffBaseMs", backoff_base_ms),
-        backoff_cap_ms=_check_positive("backoffCapMs", backoff_cap_ms),
+        max_attempts=_check_positive("max_attempts", max_attempts),
+        timeout_seconds=_check_positive("timeout_seconds", timeout_seconds),
+        backoff_base_ms=_check_positive("backoff_base_ms", backoff_base_ms),
+        backoff_cap_ms=_check_positive("backoff_cap_ms", backoff_cap_ms),
         start_offset=start_offset,
         scanned_offset=start_offset,
     )
@@ -173,11 +180,12 @@ def _wake_after_commit(topic_name: str) -> None:
     transaction.on_commit(lambda: wakeups.wake_topic_soon(topic_name))
 
 
-def _queue_after_commit(task: Any, *args: object) -> None:
+def _queue_after_commit(task_name: str, *args: object) -> None:
     """Queue a Celery task once the transaction commits, without waiting for the broker (webhooks.wakeups)."""
-    transaction.on_commit(lambda: wakeups.queue_soon(task, *args))
+    transaction.on_commit(lambda: wakeups.queue_soon(task_name, *args))
 
 
+@transaction.atomic
 def update_destination(destination: Destination, changes: dict[str, Any]) -> Destination:
     """Change the editable fields (not the topic: a new topic is a new destination)."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
@@ -210,16 +218,13 @@ def pause(destination: Destination) -> None:
     destination.active = False
 
 
+@transaction.atomic
 def resume(destination: Destination) -> None:
     """Reactivate and deliver the backlog now (retry timers are reset)."""
     Destination.objects.filter(pk=destination.pk).update(active=True, disabled_reason="", updated_at=timezone.now())
     destination.active = True
     destination.streams.update(next_attempt_at=timezone.now())
     _wake_after_commit(destination.topic_name)
-
-
-def disable(destination_id: int, reason: str) -> None:
-    Destination.objects.filter(pk=destination_id).update(active=False, disabled_reason=reason[:500])
 
 
 def rotate_secret(destination: Destination) -> str:
@@ -231,6 +236,53 @@ def rotate_secret(destination: Destination) -> str:
 
 def redeliver(undeliverable: UndeliverableEvent) -> None:
     """Queue one more delivery of an event that exhausted its attempts (outside its stream's order)."""
-    from webhooks.tasks import redeliver_undeliverable
+    _queue_after_commit(scheduling.REDELIVER_UNDELIVERABLE, undeliverable.pk)
 
-    _queue_after_commit(redeliver_undeliverable, undeliverable.pk)
+
+# --- Test events ----------------------------------------------------------------------------------------
+#
+# A test event is sent by a worker, not by the request that asks for it (a slow receiver would hold the request
+# for its whole timeout). Its result is recorded in the destination's history (Django's admin log, the page
+# where the admin shows what was done to a destination), so whoever asked reads it there and on the
+# destination's page; no delivery stream or attempt is touched.
+
+TEST_EVENT_RESULT_PREFIX = "Test event "
+
+
+def send_test_event(destination: Destination, requested_by: int) -> uuid.UUID:
+    """Queue a synthetic event to the destination (sent once the transaction commits) and return its id; the
+    result is recorded for the user ``requested_by`` (``webhooks.selectors.test_event_results`` reads it)."""
+    event_id = uuid.uuid4()
+    _queue_after_commit(scheduling.SEND_TEST_EVENT, destination.pk, str(event_id), requested_by)
+    return event_id
+
+
+def deliver_test_event(destination_id: int, event_id: str, requested_by: int) -> str:
+    """Send a queued test event and record its result; returns the result as recorded ("" if the destination
+    was deleted meanwhile: there is nothing to send to, and no page to show it on)."""
+    destination = Destination.objects.filter(pk=destination_id).first()
+    if destination is None:
+        return ""
+    outcome = delivery.send_test_event(destination, uuid.UUID(event_id))
+    result = test_event_result(event_id, outcome)
+    # The content type is read, not taken from ContentType's per-process cache: a long-running worker must not
+    # write an id that was replaced since it cached it (a flushed and re-populated database does that).
+    content_type, _ = ContentType.objects.get_or_create(
+        app_label=Destination._meta.app_label, model=Destination._meta.model_name
+    )
+    LogEntry.objects.create(
+        user_id=requested_by,
+        content_type=content_type,
+        object_id=str(destination.pk),
+        object_repr=str(destination)[:200],
+        action_flag=CHANGE,
+        change_message=result,
+    )
+    return result
+
+
+def test_event_result(event_id: str, outcome: Outcome) -> str:
+    if outcome.ok:
+        return f"{TEST_EVENT_RESULT_PREFIX}{event_id}: HTTP {outcome.status} in {outcome.duration_ms} ms."
+    body = f" Response: {Truncator(outcome.body).chars(200)}" if outcome.body else ""
+    return f"{TEST_EVENT_RESULT_PREFIX}{event_id} failed: {outcome.error}.{body}"

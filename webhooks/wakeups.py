@@ -1,7 +1,7 @@
 """Celery messages queued from request paths (a publish's wake-up, a destination's replay), sent off the request.
 
-A publish must not wait on the broker: with Redis down, ``task.delay`` waited for kombu's publish retry policy
-(over a second per publish), and a broker that accepts connections but never answers would hold the publisher
+A publish must not wait on the broker: with Redis down, a plain send waited out kombu's publish retry policy
+on every publish, and a broker that accepts connections but never answers would hold the publisher
 for as long as the socket allows. So callers only ``submit``: one background thread per process sends, with
 retry off and short socket timeouts. The queue is small, bounded, and coalesces per key (one pending wake-up per
 topic, its topic ids merged): while the broker is away, wake-ups are dropped rather than piled up. Losing them is
@@ -19,27 +19,31 @@ from typing import Any
 
 from django.conf import settings
 
+from eventrelay.celery import app
+from webhooks import scheduling
+
 logger = logging.getLogger(__name__)
 
 
 class _Sender:
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._pending: OrderedDict[Hashable, tuple[Any, tuple]] = OrderedDict()
+        # key -> (task name, args)
+        self._pending: OrderedDict[Hashable, tuple[str, tuple]] = OrderedDict()
         self._sending = 0
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._connection: Any = None
         self._dropped = 0
 
-    def submit(self, key: Hashable, task: Any, args: tuple, merge: Any = None) -> bool:
-        """Queue ``task.apply_async(args)``; never blocks. With ``key`` already pending, ``merge(old_args, args)``
+    def submit(self, key: Hashable, task_name: str, args: tuple, merge: Any = None) -> bool:
+        """Queue a ``task_name(*args)`` message; never blocks. With ``key`` already pending, ``merge(old_args, args)``
         gives the one message to send instead (or the new ``args`` replace the old). False when dropped."""
         with self._lock:
             self._ensure_thread()
             if key in self._pending:
                 old = self._pending[key][1]
-                self._pending[key] = (task, merge(old, args) if merge else args)
+                self._pending[key] = (task_name, merge(old, args) if merge else args)
                 return True
             if len(self._pending) >= settings.ER_WEBHOOK_WAKE_QUEUE:
                 self._dropped += 1
@@ -49,7 +53,7 @@ class _Sender:
                         self._dropped,
                     )
                 return False
-            self._pending[key] = (task, args)
+            self._pending[key] = (task_name, args)
             self._lock.notify()
             return True
 
@@ -77,28 +81,26 @@ class _Sender:
             with self._lock:
                 while not self._pending:
                     self._lock.wait()
-                _, (task, args) = self._pending.popitem(last=False)
+                _, (task_name, args) = self._pending.popitem(last=False)
                 self._sending += 1
             try:
-                self._send(task, args)
+                self._send(task_name, args)
             except Exception:
                 self._drop_connection()
-                logger.warning("could not queue %s%r; the sweep will pick the work up", task.name, args, exc_info=True)
+                logger.warning("could not queue %s%r; the sweep will pick the work up", task_name, args, exc_info=True)
             finally:
                 with self._lock:
                     self._sending -= 1
                     self._lock.notify_all()
 
-    def _send(self, task: Any, args: tuple) -> None:
+    def _send(self, task_name: str, args: tuple) -> None:
         if self._connection is None:
-            from eventrelay.celery import app
-
             timeout = settings.ER_WEBHOOK_WAKE_TIMEOUT_S
             self._connection = app.connection_for_write(
                 connect_timeout=timeout,
                 transport_options={"socket_timeout": timeout, "socket_connect_timeout": timeout, "max_retries": 0},
             )
-        task.apply_async(args, connection=self._connection, retry=False)
+        app.send_task(task_name, args=args, connection=self._connection, retry=False)
 
     def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
@@ -123,14 +125,14 @@ def _merge_topic_ids(old: tuple, new: tuple) -> tuple:
 
 def wake_topic_soon(topic_name: str, topic_ids: list[str] | None = None) -> bool:
     """Queue ``webhooks.tasks.wake_topic`` for the topic without waiting for the broker."""
-    from webhooks.tasks import wake_topic
+    return _sender.submit(
+        ("wake_topic", topic_name), scheduling.WAKE_TOPIC, (topic_name, topic_ids), merge=_merge_topic_ids
+    )
 
-    return _sender.submit(("wake_topic", topic_name), wake_topic, (topic_name, topic_ids), merge=_merge_topic_ids)
 
-
-def queue_soon(task: Any, *args: object) -> bool:
-    """Queue ``task(*args)`` without waiting for the broker (identical pending messages are sent once)."""
-    return _sender.submit((task.name, args), task, args)
+def queue_soon(task_name: str, *args: object) -> bool:
+    """Queue ``task_name(*args)`` without waiting for the broker (identical pending messages are sent once)."""
+    return _sender.submit((task_name, args), task_name, args)
 
 
 def flush(timeout: float = 10) -> bool:
