@@ -182,6 +182,7 @@ def _scenarios() -> dict[str, Callable[[Bench], ScenarioResult]]:
     from bench.scenarios.publish import publish_batch, publish_single
     from bench.scenarios.pull import pull
     from bench.scenarios.webhooks import webhooks
+    from bench.scenarios.ws_servers import ws_servers
 
     return {
         "publish_batch": publish_batch,
@@ -190,10 +191,14 @@ def _scenarios() -> dict[str, Callable[[Bench], ScenarioResult]]:
         "ws_fanout": ws_fanout,
         "grpc_fanout": grpc_fanout,
         "webhooks": webhooks,
+        "ws_servers": ws_servers,
     }
 
 
 SCENARIOS = ("publish_batch", "publish_single", "pull", "ws_fanout", "grpc_fanout", "webhooks")
+# Run only when named in --only: comparisons that are not rows of the performance table (and need bench-only
+# packages: ws_servers needs uvicorn).
+OPTIONAL_SCENARIOS = ("ws_servers",)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -206,7 +211,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--full", action="store_const", const="full", dest="mode", help="the documented sizes (the default)"
     )
     parser.set_defaults(mode="full")
-    parser.add_argument("--only", default="", help=f"comma-separated scenarios to run (of: {', '.join(SCENARIOS)})")
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated scenarios to run (of: {', '.join(SCENARIOS)}; and, only when named: "
+        f"{', '.join(OPTIONAL_SCENARIOS)})",
+    )
     parser.add_argument(
         "--results-dir", type=Path, default=REPO / "bench" / "results", help="where latest.json and latest.png go"
     )
@@ -218,9 +228,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()] or list(SCENARIOS)
-    unknown = set(args.only) - set(SCENARIOS)
+    unknown = set(args.only) - set(SCENARIOS) - set(OPTIONAL_SCENARIOS)
     if unknown:
-        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+        known = ", ".join((*SCENARIOS, *OPTIONAL_SCENARIOS))
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {known}")
     return args
 
 

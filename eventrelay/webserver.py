@@ -4,83 +4,16 @@ Run it exactly like daphne (every daphne option works, the parsing is daphne's o
 
     python -m eventrelay.webserver -b 127.0.0.1 -p 9000 eventrelay.asgi:application
 
-Why this module exists
-----------------------
-An ASGI ``send()`` of a ``websocket.send`` message never blocks under daphne: daphne hands the frame
-to autobahn, autobahn calls ``transport.write()``, and Twisted's ``FileDescriptor`` appends it to the
-connection's user-space write buffer without any limit. When a client stops reading, the kernel's
-socket buffers fill, Twisted stops being able to write, and every further frame piles up in the
-server's memory. Nothing tells the application: ASGI has no flow control for WebSockets.
+Every WebSocket scope it serves carries ``scope["extensions"]["eventrelay.transport_backlog"]``:
+``probe()`` is the number of bytes sent to that connection still queued in this process (not yet
+handed to the kernel; 0 once closed), ``probe.is_open`` whether the connection is still up. ASGI
+gives a WebSocket application no back-pressure; the consumer (ws_api/consumers.py) compares the
+probe with ``ER_WS_MAX_BUFFER_BYTES`` to end a slow reader's subscriptions. Other servers (plain
+``daphne``, ``runserver``, test servers) add no probe, and the consumer logs a warning saying so.
 
-To bound each connection's memory and detect a slow reader, the application must be able to ask
-"how many bytes have I sent to this connection that are still waiting in the server?". This module
-answers that question by putting a probe into every WebSocket scope::
-
-    probe = scope["extensions"]["eventrelay.transport_backlog"]
-    probe()          # -> int: bytes written by the application (WebSocket frames, framing
-                     #    included) that are still queued in user space, not yet handed to the kernel
-    probe.is_open    # -> bool: the TCP connection is still up and not being closed
-
-Semantics
-~~~~~~~~~
-* ``probe()`` counts the bytes queued in user space for this connection: autobahn's own send
-  queue (only used for "sync"/"chopsize" writes, normally empty), TLS's pre-handshake buffer when
-  served over ``-e ssl:...`` (after the handshake TLS writes ciphertext straight into the TCP
-  transport, which is what gets counted), and the TCP transport's write buffer (``dataBuffer``
-  from ``offset`` on, plus the not-yet-coalesced ``_tempDataBuffer``). It does **not** count what
-  the kernel already accepted (the socket send buffer, bounded by the kernel and the
-  ``net.ipv4.tcp_wmem`` limits): that memory is not ours and is bounded anyway. So the value stays
-  at 0 while the client keeps up, and grows only once the kernel buffers are full, i.e. exactly
-  when the client (or the network) is slower than the application.
-* Once the connection is closed or lost, ``probe()`` returns 0 and ``probe.is_open`` is False.
-  (Whatever was still queued is dropped with the connection.)
-* The value is exact at the time of the call: it reads the buffers, it does not estimate.
-
-Thread safety
-~~~~~~~~~~~~~
-daphne runs Twisted on the asyncio reactor (``daphne.server`` installs ``AsyncioSelectorReactor``)
-and schedules every application instance with ``asyncio.ensure_future`` on that same loop, so an
-async consumer's code runs on the reactor thread, the only thread that touches the transport.
-Calling the probe there is a few attribute reads: no locking needed, nothing blocks. The probe
-records the thread it was created on (``create_application`` runs on the reactor thread); if it
-is called from any other thread (a sync consumer's handler runs in a worker thread via
-``sync_to_async``), it does not read the buffers from that thread (they are mutated by the reactor
-without locks) but hops onto the reactor thread with Twisted's ``blockingCallFromThread`` and
-waits for the answer.
-
-Why a ``Server`` subclass (and not something else)
-~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-* daphne builds the WebSocket scope inside ``WebSocketProtocol.onConnect`` and hands it to
-  ``Server.create_application(protocol, scope)``. Overriding ``create_application`` is the one
-  place that sees both the scope and the protocol (hence its transport) without copying any of
-  daphne's code.
-* ``daphne.cli.CommandLineInterface`` has a ``server_class`` class attribute made for exactly this
-  swap, so the entry point below reuses daphne's argument parsing, logging setup, endpoint
-  building and access log entirely: ``--help``, ``-b``/``-p``, ``-u``, ``--fd``, ``-e ssl:...``,
-  ``--proxy-headers``, ``--ping-interval``, ``--websocket-max-message-size``... all work as with
-  the ``daphne`` command.
-* A Twisted push producer registered on the transport (``transport.registerProducer``) would be the
-  public-API alternative, but it only gives an on/off signal (paused above ``bufferSize``, 64 KiB
-  by default; resumed only once the buffer is completely empty), and after daphne's HTTP-to-WebSocket
-  upgrade the transport already has the old ``HTTPChannel`` registered as its producer, so we
-  would have to unregister daphne's producer first. Counting bytes gives the application a number
-  it can compare with its own limit, and touches nothing.
-
-Caveats
-~~~~~~~
-* ``dataBuffer`` and ``offset`` are class attributes documented in Twisted's
-  ``abstract.FileDescriptor`` source; ``_tempDataBuffer``/``_tempDataLen`` are private. They have
-  been there, unchanged, for well over a decade (checked against Twisted 26.10 installed here),
-  and are the ones Twisted's own ``_isSendBufferFull``/``doWrite`` use. If a future Twisted changes them, the probe falls back to
-  ``get_write_buffer_size()`` (asyncio transports) and otherwise logs an error once and returns 0:
-  the server keeps working, without slow-reader detection. A test should pin this.
-* Servers started another way (``daphne`` itself, ``daphne.testing.DaphneProcess``, Channels'
-  ``ChannelsLiveServerTestCase``, ``manage.py runserver``) do not add the probe: code using it must
-  treat a missing key as "cannot tell".
-* The extension's value is a callable, not the dict the ASGI spec suggests for ``extensions``
-  entries; the ``eventrelay.`` prefix keeps it out of anyone else's way.
-* Behind a reverse proxy the "client" is the proxy: the proxy's own buffering sits between the
-  server and the real client.
+The probe reads Twisted's and daphne's internals (:func:`missing_server_internals`); :class:`Server`
+refuses to start when an upgrade has removed one. Why it is built this way, what it counts, its
+thread safety and its caveats: docs/architecture.md, "Why the web server is what it is".
 """
 
 # daphne.server must be imported before anything imports twisted.internet.reactor: it installs the
@@ -88,16 +21,22 @@ Caveats
 import daphne.server  # isort:skip
 
 import functools
+import inspect
 import logging
 import os
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from http import HTTPStatus
+from importlib import metadata
 from typing import Any
 
+import daphne.http_protocol
+import daphne.ws_protocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
-from twisted.internet import reactor, tcp
+from twisted.internet import abstract, reactor, tcp
 from twisted.internet.threads import blockingCallFromThread
 from twisted.web import http as twisted_http
 
@@ -242,7 +181,7 @@ def _send_frames_at_once(protocol: Any) -> None:
     transport = getattr(protocol, "transport", None)
     # Plain TCP only (TLS wraps the TCP transport and writes through it already).
     if isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen"):
-        transport.write = functools.partial(write_now, transport)
+        transport.write = functools.partial(write_now, transport)  # type: ignore[method-assign]  # this instance only
 
 
 def add_missing_reason_phrases() -> None:
@@ -302,7 +241,8 @@ class RequestDeadlines:
     def _arm(self, seconds: float, part: str) -> None:
         self._cancel()
         if seconds > 0:
-            self._timer = reactor.callLater(seconds, self._expire, seconds, part)
+            # (mypy reads Twisted's zope interface methods without their implicit self.)
+            self._timer = reactor.callLater(seconds, self._expire, seconds, part)  # type: ignore[arg-type]
 
     def _cancel(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -350,12 +290,76 @@ def _add_request_deadlines(factory: Any, header_seconds: float, body_seconds: fl
     factory.buildProtocol = build_with_deadlines
 
 
+def missing_server_internals() -> list[str]:
+    """What this module reads from Twisted, daphne and autobahn beyond their public API, and cannot find.
+
+    The backlog probe, :func:`write_now` and :class:`RequestDeadlines` read these private or undocumented
+    fields; an upgrade that renames one would silently switch the protection off. Each is looked up
+    where the running server meets it: on a class, or on a freshly built instance for the fields
+    ``__init__`` sets.
+    """
+    missing: list[str] = []
+
+    def need(name: str, build: Callable[[], object], *attributes: str) -> None:
+        try:
+            owner = build()
+        except (TypeError, AttributeError) as error:  # a changed constructor is as fatal as a missing field
+            missing.append(f"{name} (cannot build one to look: {type(error).__name__}: {error})")
+            return
+        missing.extend(f"{name}.{attribute}" for attribute in attributes if not hasattr(owner, attribute))
+
+    # transport_backlog, transport_is_open and write_now: the TCP transport's write buffer.
+    need(
+        "twisted.internet.abstract.FileDescriptor",
+        lambda: abstract.FileDescriptor(reactor=reactor),
+        *("dataBuffer", "offset", "_tempDataLen", "connected", "disconnecting", "_writeDisconnected", "write"),
+    )
+    if not issubclass(tcp.Connection, abstract.FileDescriptor):
+        missing.append("twisted.internet.tcp.Connection as a subclass of abstract.FileDescriptor")
+    need("twisted.internet.tcp.Connection", lambda: tcp.Connection, "writeSomeData")
+    # RequestDeadlines: the HTTP/1.1 channel behind the protocol daphne's HTTP factory builds.
+    need(
+        "twisted.web.http.HTTPChannel",
+        twisted_http.HTTPChannel,
+        *("lineReceived", "allHeadersReceived", "allContentReceived", "connectionLost", "timeoutConnection"),
+        "_handlingRequest",
+    )
+    need(
+        "the protocol daphne's HTTPFactory builds", lambda: daphne.http_protocol.HTTPFactory.protocol(None), "_channel"
+    )
+    need("twisted.web.http", lambda: twisted_http, "RESPONSES")
+    # Server: the one place that sees a WebSocket's scope and its protocol together.
+    if list(inspect.signature(daphne.server.Server.create_application).parameters) != ["self", "protocol", "scope"]:
+        missing.append("daphne.server.Server.create_application(self, protocol, scope)")
+    need("daphne.cli.CommandLineInterface", lambda: DaphneCommandLineInterface, "server_class")
+    need("daphne.ws_protocol.WebSocketProtocol", lambda: daphne.ws_protocol.WebSocketProtocol, "STATE_OPEN")
+    if "failByDrop" not in inspect.signature(WebSocketServerFactory.setProtocolOptions).parameters:
+        missing.append("autobahn's WebSocketServerFactory.setProtocolOptions(failByDrop=...)")
+    return missing
+
+
+def require_server_internals() -> None:
+    """Refuse to start (exit with a message naming each) when :func:`missing_server_internals` finds any."""
+    missing = missing_server_internals()
+    if not missing:
+        return
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("Twisted", "daphne", "autobahn"))
+    lines = "\n".join(f"  - {item}" for item in missing)
+    raise SystemExit(
+        f"eventrelay.webserver refuses to start: the installed {versions} lack what its WebSocket "
+        f"slow-consumer protection and request deadlines read:\n{lines}\n"
+        "These are private fields (docs/architecture.md, 'Why the web server is what it is'): install the "
+        "versions requirements.txt pins, or adapt eventrelay/webserver.py to the new ones."
+    )
+
+
 class Server(daphne.server.Server):
     """daphne's server, adding the ``eventrelay.transport_backlog`` probe to WebSocket scopes and
     sending their frames without a reactor round trip (:func:`write_now`), with deadlines for slow
     clients (:class:`RequestDeadlines`)."""
 
     def run(self) -> None:
+        require_server_internals()
         close_connections_after_each_request()
         # daphne makes its factories in run(), and they build their first protocol once the reactor runs.
         reactor.callWhenRunning(self.configure_factories)
