@@ -1,6 +1,6 @@
 """The system under test: a dedicated database and the real processes of the Procfile, on 127.0.0.1.
 
-Like the end-to-end tests (tests/processes.py), every process is started from the venv on a free
+Like the end-to-end tests (harness/processes.py), every process is started from the venv on a free
 loopback port, in its own process group, with its output in a log file. The settings differ from
 the tests' in the ways a benchmark needs: a database of its own (recreated per run, so every run
 starts from the same empty state), a Celery queue of its own, rate limits off, private webhook
@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import requests
 
-# The end-to-end tests' helpers: free loopback ports, waiting with a deadline, stopping a process group.
-from tests.processes import NO_RATE_LIMITS, free_port, stop, wait_until
+# The helpers the end-to-end tests use too: free loopback ports, waiting with a deadline, stopping a process group.
+from harness.processes import NO_RATE_LIMITS, free_port, stop, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

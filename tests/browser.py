@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from tests.processes import LOG_DIR, REPO
+from harness.processes import LOG_DIR, REPO
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from tests.processes import LOG_DIR, REPO, VENV_BIN, free_port, wait_until
+from harness.processes import LOG_DIR, REPO, VENV_BIN, free_port, wait_until
 
 PG_BIN = Path(os.environ.get("ER_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 

@@ -19,14 +19,14 @@ import pytest
 import requests
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection
 from django.test import Client as DjangoClient
 from playwright.sync_api import Locator, Page, Response, expect
 
 from eventrelay.auth import authenticate, mint_token
+from harness.processes import CeleryWorker, WebServer
 from tests.browser import page_fixture, screenshot
 from tests.grpc_client import unique_topic
-from tests.processes import CeleryWorker, WebServer
+from tests.helpers import table_exists
 from tests.webhook_receiver import Receiver
 from topics.models import Topic
 from topics.services import delete_topic
@@ -69,13 +69,6 @@ def dropped_afterwards(transactional_db: None) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def worker(transactional_db: None) -> Iterator[CeleryWorker]:
     process = CeleryWorker(name="admin_browser_worker")
     yield process
@@ -107,12 +100,6 @@ def log_in(page: Page, web: WebServer) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(f"{web.base_url}/admin/")
-
-
-def table_exists(name: str) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s)", [name])
-        return cursor.fetchone()[0] is not None
 
 
 def topic_row(page: Page, name: str) -> Locator:

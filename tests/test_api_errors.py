@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from api.errors import STATUS_BY_CODE
 from eventrelay.auth import mint_token
-from tests.processes import REPO, VENV_BIN, WebServer
+from harness.processes import REPO, VENV_BIN, WebServer
 from tests.test_rest_api import error_of
 
 pytestmark = pytest.mark.django_db

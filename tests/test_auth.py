@@ -5,7 +5,6 @@ test says exactly what is on the wire. None of these tests touch the database.
 """
 
 import base64
-import json
 import time
 from collections.abc import Callable
 
@@ -26,20 +25,11 @@ from eventrelay.auth import (
 )
 from eventrelay.errors import Forbidden, InvalidInput, Unauthenticated
 from eventrelay.refs import TopicRef
+from tests.helpers import b64url, hand_made_token
 
 OTHER_SECRET = "a-different-secret-that-is-long-enough-0123456789"
 WRONG_SHAPE = r"'topics' claim must be a comma-separated string or a list of strings"
 BAD_REF = r"'topics' claim is invalid: topic name 'Users' is invalid"
-
-
-def b64url(data: dict[str, object] | bytes) -> str:
-    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def hand_made_token(header: dict[str, object], claims: dict[str, object], signature: bytes = b"") -> str:
-    """A JWT assembled segment by segment, for headers no honest library would sign."""
-    return f"{b64url(header)}.{b64url(claims)}.{b64url(signature) if signature else ''}"
 
 
 def signed(claims: dict[str, object], *, secret: str | None = None, algorithm: str = "HS256") -> str:

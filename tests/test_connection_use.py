@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from eventrelay.auth import mint_token
+from harness.processes import WebServer
 from tests.faults import PrivatePostgres
-from tests.processes import WebServer
 
 pytestmark = pytest.mark.e2e
 

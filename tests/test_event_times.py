@@ -22,11 +22,11 @@ from eventrelay.auth import mint_token
 from eventrelay.errors import EventRelayError, InvalidInput
 from eventrelay.refs import TopicRef
 from eventrelay.v1 import eventrelay_pb2 as pb
-from events.services import store_batches
 from events.validation import EventsToValidate, validate_batch
 from grpc_api.convert import validate_message
+from harness.processes import GrpcServer
 from tests.grpc_client import Client
-from tests.processes import GrpcServer
+from tests.helpers import store
 from topics.services import create_topic
 from topics.tables import events_table_name
 
@@ -174,7 +174,7 @@ def test_a_validator_that_raises_unexpectedly_refuses_its_batch_only_and_logs_wh
     good = validate_batch([{"name": "a", "data": 1}])
     later = validate_batch([{"name": "c", "data": 3}])
     with caplog.at_level(logging.ERROR):
-        results = store_batches(
+        results = store(
             "times",
             [
                 (TopicRef("times", None), good, "grpc"),

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from eventrelay.auth import mint_token
-from tests.processes import REPO, VENV_BIN
+from harness.processes import REPO, VENV_BIN
 
 pytestmark = pytest.mark.e2e
 
@@ -49,8 +49,8 @@ def test_the_websocket_quickstart_runs(web_server, admin_client):
 
 def test_the_webhook_receiver_example_verifies_a_real_delivery(transactional_db, settings, admin):
     from events.services import publish
+    from harness.processes import CeleryWorker, free_port, log_of, start, stop, wait_until
     from tests.grpc_client import unique_topic
-    from tests.processes import CeleryWorker, free_port, log_of, start, stop, wait_until
     from topics.services import create_topic
     from webhooks.services import create_destination
 

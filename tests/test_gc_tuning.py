@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.processes import COMMON_ENV, REPO
+from harness.processes import COMMON_ENV, REPO
 
 PROBE = (
     "import django, gc, json; django.setup(); "

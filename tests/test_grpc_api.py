@@ -5,7 +5,6 @@ Every status code is reached by a real request, and each test checks both the co
 details name the problem, plus what the request did (or did not) leave behind.
 """
 
-import base64
 import json
 import time
 import uuid
@@ -24,8 +23,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from eventrelay.auth import mint_token
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
+from harness.processes import GrpcServer
 from tests.grpc_client import Client, unique_topic
-from tests.processes import GrpcServer
+from tests.helpers import hand_made_token, last_offset_of, pulled_offsets
 
 pytestmark = pytest.mark.e2e
 
@@ -71,32 +71,6 @@ def publish_events(client: Client, topic: str, *events: pb.NewEvent) -> list[pb.
         pb.PublishEventsRequest(topic=topic, events=list(events)), metadata=client.metadata, timeout=60
     )
     return list(reply.events)
-
-
-def stored_offsets(admin_client: Client, topic: str) -> list[int]:
-    """Every offset stored in ``topic``, read back over gRPC."""
-    offsets: list[int] = []
-    offset = 1
-    while True:
-        reply = admin_client.pull(topic, offset, batch_size=1000)
-        if not reply.events:
-            return offsets
-        offsets += [event.offset for event in reply.events]
-        offset = reply.next_offset
-
-
-def last_offset_of(admin_client: Client, topic: str) -> int:
-    [listed] = [listed for listed in admin_client.list_topics() if listed.name == topic]
-    return listed.last_offset
-
-
-def hand_made_token(header: dict[str, object], claims: dict[str, object]) -> str:
-    """A JWT assembled segment by segment, for headers no honest library would sign."""
-
-    def b64url(data: dict[str, object]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-    return f"{b64url(header)}.{b64url(claims)}."
 
 
 # --- Topics: happy paths ---------------------------------------------------------------------------
@@ -300,7 +274,7 @@ def test_json_text_that_is_not_storable_json_is_refused(admin_client: Client, to
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "events[0].data" in error.details()
-    assert stored_offsets(admin_client, name) == []
+    assert pulled_offsets(admin_client, name) == []
 
 
 def test_pull_returns_events_from_the_requested_offset_on(admin_client: Client, topics) -> None:
@@ -487,7 +461,7 @@ def test_one_event_with_bad_json_rejects_the_whole_batch(admin_client: Client, t
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "events[1].data" in error.details()
     assert "not valid JSON" in error.details()
-    assert stored_offsets(admin_client, name) == []
+    assert pulled_offsets(admin_client, name) == []
     assert last_offset_of(admin_client, name) == 0
 
 
@@ -498,7 +472,7 @@ def test_context_that_is_not_a_json_object_is_invalid(admin_client: Client, topi
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "events[0].context" in error.details()
-    assert stored_offsets(admin_client, name) == []
+    assert pulled_offsets(admin_client, name) == []
 
 
 def test_an_event_without_data_is_invalid(admin_client: Client, topics) -> None:
@@ -523,7 +497,7 @@ def test_an_event_without_a_name_rejects_the_batch(admin_client: Client, topics)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "events[2].name" in error.details()
     assert "required" in error.details()
-    assert stored_offsets(admin_client, name) == []
+    assert pulled_offsets(admin_client, name) == []
 
 
 def test_an_event_id_that_is_not_a_uuid_is_invalid(admin_client: Client, topics) -> None:
@@ -622,7 +596,7 @@ def test_creating_an_existing_topic_already_exists_and_keeps_its_events(admin_cl
     # Then that is refused, and the topic and its events are untouched
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     assert f"topic '{name}' already exists" in error.details()
-    assert stored_offsets(admin_client, name) == [1, 2]
+    assert pulled_offsets(admin_client, name) == [1, 2]
     assert [topic.name for topic in admin_client.list_topics()].count(name) == 1
 
 
@@ -719,7 +693,7 @@ def test_a_token_for_one_id_may_not_publish_elsewhere(admin_client: Client, topi
     # Then it is denied, naming the topic, and nothing was stored
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert f"token does not grant topic '{refused}'" in error.details()
-    assert stored_offsets(admin_client, name) == []
+    assert pulled_offsets(admin_client, name) == []
 
 
 @pytest.mark.parametrize("target", ["{name}:456", "{name}"], ids=["another-id", "whole-topic"])

@@ -10,8 +10,9 @@ import grpc
 import pytest
 
 from eventrelay.auth import mint_token
+from harness.processes import GrpcServer
 from tests.grpc_client import Client, unique_topic
-from tests.processes import GrpcServer
+from tests.helpers import admin_token, rss_kib
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +30,6 @@ def small_buffer_server(django_db_setup):
     server = GrpcServer(env={"ER_LIVE_BUFFER_EVENTS": "50"}, name="grpcserver_small_buffer")
     yield server
     server.stop()
-
-
-def admin_token() -> str:
-    return mint_token([], admin=True)
 
 
 class Publisher(threading.Thread):
@@ -159,14 +156,6 @@ def test_a_topic_id_stream_never_yields_another_ids_events(admin_client, grpc_se
     consumer.close()
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_a_stream_that_stops_reading_is_ended_and_resumes_without_loss(admin_client, small_buffer_server):
     topic = unique_topic("slow")
     admin_client.create_topic(topic)
@@ -255,16 +244,18 @@ class silenced_notifications:
     """Publish from this test process without announcing: as if every pub/sub message were lost."""
 
     def __enter__(self) -> None:
-        from events.live import announce_committed
-        from events.signals import events_committed
+        from events import live
 
-        assert events_committed.disconnect(dispatch_uid="events.live.announce_committed")
-        self.receiver = announce_committed
+        async def lost(topic_name: str, events: list) -> None:
+            pass
+
+        self.announce = live.announce
+        live.announce = lost
 
     def __exit__(self, *exc_info: object) -> None:
-        from events.signals import events_committed
+        from events import live
 
-        events_committed.connect(self.receiver, dispatch_uid="events.live.announce_committed")
+        live.announce = self.announce
 
 
 def test_lost_notifications_are_repaired_by_the_tick(admin_client, grpc_server, admin):

@@ -3,7 +3,7 @@
 import pytest
 from django.db import connection
 
-from events.services import read_events_query, read_wire_query
+from topics.tables import encoded_page_query, page_query
 
 ROWS = 120_000
 
@@ -32,7 +32,7 @@ def explain(sql: str, params: list) -> str:
 
 
 def test_pull_by_offset_is_a_primary_key_index_scan(big_topic):
-    sql, params = read_events_query("big", None, after=60_000, limit=1000)
+    sql, params = page_query("big", None, after=60_000, limit=1000)
 
     plan = explain(sql, params)
 
@@ -41,7 +41,7 @@ def test_pull_by_offset_is_a_primary_key_index_scan(big_topic):
 
 
 def test_pull_by_topic_id_and_offset_uses_the_topic_id_index(big_topic):
-    sql, params = read_events_query("big", "42", after=1_000, limit=1000)
+    sql, params = page_query("big", "42", after=1_000, limit=1000)
 
     plan = explain(sql, params)
 
@@ -51,7 +51,7 @@ def test_pull_by_topic_id_and_offset_uses_the_topic_id_index(big_topic):
 
 @pytest.mark.parametrize("topic_id, index", [(None, "big_events_pkey"), ("42", "big_ev_tid_off")])
 def test_the_grpc_pull_joins_the_same_index_scan(big_topic, topic_id, index):
-    sql, params = read_wire_query("big", topic_id, after=1_000, limit=1000)
+    sql, params = encoded_page_query("big", topic_id, after=1_000, limit=1000)
 
     plan = explain(sql, params)
 
@@ -65,4 +65,4 @@ def test_idempotency_lookup_by_event_id_uses_the_unique_index(big_topic):
         [["00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"]],
     )
 
-    assert "big_events_event_id_key" in plan, plan
+    assert "big_ev_event_id" in plan, plan

@@ -27,6 +27,7 @@ from eventrelay.v1 import eventrelay_pb2 as pb
 from events.validation import EventsToValidate
 from grpc_api.convert import validate_message
 from tests.grpc_client import Client
+from tests.helpers import token_granting
 from tests.ws_client import WsClient, ws_connect
 from topics.models import Topic
 from topics.services import create_topic
@@ -243,10 +244,6 @@ def test_the_admin_event_browser_shows_a_poison_event_as_stored_text_with_a_note
 # --- Every transport, end to end -------------------------------------------------------------------
 
 
-def token_for(*refs: str) -> str:
-    return mint_token(refs, ttl_seconds=3600)
-
-
 def publish_text(client: Client, topic: str, *events: pb.NewEvent) -> list[pb.Event]:
     return list(
         client.events.PublishEvents(
@@ -278,8 +275,8 @@ async def test_numbers_are_kept_as_written_over_the_websocket_and_grpc(admin_cli
     )
 
     async with (
-        ws_connect(web_server.ws_url, token_for(topic)) as subscriber,
-        ws_connect(web_server.ws_url, token_for(topic)) as producer,
+        ws_connect(web_server.ws_url, token_granting(topic)) as subscriber,
+        ws_connect(web_server.ws_url, token_granting(topic)) as producer,
     ):
         subscribed = await raw_reply(subscriber, json.dumps({"type": "subscribe", "topic": topic, "fromOffset": 1}))
         published = await raw_reply(producer, frame)
@@ -288,7 +285,7 @@ async def test_numbers_are_kept_as_written_over_the_websocket_and_grpc(admin_cli
     rest_pulled = await asyncio.to_thread(
         requests.get,
         f"{web_server.base_url}/api/v1/topics/{topic}/events",
-        headers={"authorization": f"Bearer {token_for(topic)}"},
+        headers={"authorization": f"Bearer {token_granting(topic)}"},
         timeout=30,
     )
 
@@ -311,7 +308,7 @@ async def test_every_transport_refuses_what_rest_refuses_with_the_same_message(a
         nested(65): "events[0].data: is nested 65 levels deep; at most 64 are allowed",
     }
 
-    async with ws_connect(web_server.ws_url, token_for(topic)) as producer:
+    async with ws_connect(web_server.ws_url, token_granting(topic)) as producer:
         for data, message in cases.items():
             reply = json.loads(
                 await raw_reply(
@@ -342,7 +339,7 @@ async def test_a_websocket_subscription_delivers_a_poison_event_and_the_events_a
     poison = await asyncio.to_thread(insert_poison, topic, POISON_DATA)
     [after] = await asyncio.to_thread(admin_client.publish, topic, {"after": True})
 
-    async with ws_connect(web_server.ws_url, token_for(topic)) as subscriber:
+    async with ws_connect(web_server.ws_url, token_granting(topic)) as subscriber:
         await raw_reply(subscriber, json.dumps({"type": "subscribe", "topic": topic, "fromOffset": 1}))
         first, second = [await asyncio.wait_for(subscriber.connection.recv(), 30) for _ in range(2)]
 

@@ -3,11 +3,9 @@ stored events when its topic's feed closes must not end up attached to the close
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 import pytest
-from django.db import connections
 
 from eventrelay.auth import Principal
 from eventrelay.db import run_sync
@@ -19,20 +17,10 @@ from events.services import publish
 from tests.grpc_client import unique_topic
 from topics.models import Topic
 
-pytestmark = pytest.mark.usefixtures("transactional_db")  # the hub reads from its own threads' connections
+# The hub reads from its own threads' connections (conftest's one_database_thread).
+pytestmark = pytest.mark.usefixtures("one_database_thread")
 
 WAIT = 15  # seconds; far longer than a delivery takes, short enough to fail rather than hang
-
-
-@pytest.fixture(autouse=True)
-async def one_database_thread() -> AsyncIterator[None]:
-    """The loop's database calls (the hub's and ours) on one thread, whose connection is closed at
-    the end: left open, it would keep the test database from being dropped."""
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(1))
-    yield
-    await live.get_hub().close()
-    await loop.run_in_executor(None, connections.close_all)
 
 
 async def publish_one(admin: Principal, topic: str, n: int) -> StoredEvent:

@@ -17,10 +17,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from playwright.sync_api import Page, WebSocket, expect
 
 from eventrelay.auth import mint_token
-from tests import processes
+from harness import processes
+from harness.processes import WebServer
 from tests.browser import page_fixture, screenshot
 from tests.grpc_client import Client, unique_topic
-from tests.processes import WebServer
 
 pytestmark = pytest.mark.e2e
 page = page_fixture()

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.processes import REPO, free_port, log_of, start, stop, wait_until
+from harness.processes import REPO, free_port, log_of, start, stop, wait_until
 
 pytestmark = pytest.mark.e2e
 

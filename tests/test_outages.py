@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from eventrelay.auth import mint_token
+from harness.processes import GrpcServer, WebServer
 from tests.faults import PrivatePostgres, PrivateRedis
 from tests.grpc_client import Client
-from tests.processes import GrpcServer, WebServer
 from tests.ws_client import ws_connect
 
 pytestmark = pytest.mark.e2e

@@ -5,20 +5,15 @@ import uuid
 from datetime import datetime
 
 import pytest
-from django.db import connection
 from django.test import override_settings
 
 from eventrelay.errors import AlreadyExists, Forbidden, InvalidInput, NotFound, TooLarge
 from eventrelay.v1 import eventrelay_pb2 as pb
 from events.canonical import to_canonical
-from events.services import publish, pull, pull_wire
+from events.services import publish, pull
+from tests.helpers import stored_rows
+from tests.test_pull import pull_wire as pulled_wire
 from topics.models import Topic
-
-
-def stored_rows(table: str) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(f'SELECT count(*) FROM "{table}"')
-        return cursor.fetchone()[0]
 
 
 @pytest.fixture
@@ -94,7 +89,7 @@ def test_republishing_an_event_id_returns_the_original_and_stores_nothing(users,
 
     assert again[1] == original  # same offset, same stored content, not the new payload
     assert again[0].offset == 3
-    assert stored_rows("users_events") == 3
+    assert len(stored_rows("users")) == 3
     assert Topic.objects.get(name="users").last_offset == 3
 
 
@@ -109,7 +104,7 @@ def test_an_event_id_repeated_inside_one_batch_is_stored_once(users, admin):
     )
 
     assert stored[0] == stored[1]
-    assert stored_rows("users_events") == 1
+    assert len(stored_rows("users")) == 1
 
 
 def test_an_event_id_stored_under_another_topic_id_is_not_revealed(users, admin, principal_for):
@@ -118,7 +113,7 @@ def test_an_event_id_stored_under_another_topic_id_is_not_revealed(users, admin,
 
     with pytest.raises(AlreadyExists, match="under another topic id"):
         publish(principal_for("users:456"), "users:456", [{"eventId": event_id, "name": "x", "data": {}}], "http")
-    assert stored_rows("users_events") == 1
+    assert len(stored_rows("users")) == 1
 
 
 @pytest.mark.parametrize(
@@ -153,7 +148,7 @@ def test_one_invalid_event_rejects_the_whole_batch_naming_its_index_and_field(us
     assert error.value.field == field
     assert message in error.value.message
     assert error.value.message.startswith(field)
-    assert stored_rows("users_events") == 0
+    assert stored_rows("users") == []
     assert Topic.objects.get(name="users").last_offset == 0
 
 
@@ -166,21 +161,21 @@ def test_an_oversized_event_rejects_the_batch(users, admin):
 
     assert error.value.field == "events[1].data"
     assert "at most 1024" in error.value.message
-    assert stored_rows("users_events") == 0
+    assert stored_rows("users") == []
 
 
 @override_settings(ER_MAX_BATCH_EVENTS=10)
 def test_a_batch_over_the_event_count_limit_is_rejected(users, admin):
     with pytest.raises(TooLarge, match="11 events; at most 10"):
         publish(admin, "users", [{"name": "a", "data": i} for i in range(11)], "http")
-    assert stored_rows("users_events") == 0
+    assert stored_rows("users") == []
 
 
 @override_settings(ER_MAX_REQUEST_BYTES=5000)
 def test_a_batch_over_the_request_size_limit_is_rejected(users, admin):
     with pytest.raises(TooLarge, match="at most 5000"):
         publish(admin, "users", [{"name": "a", "data": "x" * 1000} for _ in range(6)], "http")
-    assert stored_rows("users_events") == 0
+    assert stored_rows("users") == []
 
 
 @pytest.mark.parametrize("bad_batch", [[], {"name": "a", "data": 1}, None])
@@ -256,7 +251,7 @@ def test_a_token_for_one_topic_id_cannot_publish_to_another_or_to_the_whole_topi
     for ref in ("users", "users:456", "visits:123"):
         with pytest.raises(Forbidden, match=f"does not grant topic '{ref}'"):
             publish(producer, ref, [{"name": "a", "data": 1}], "http")
-    assert stored_rows("users_events") == 0
+    assert stored_rows("users") == []
 
 
 def test_publishing_to_an_unknown_topic_is_not_found(db, admin):
@@ -286,6 +281,6 @@ def test_event_ids_in_any_form_uuid_takes_are_stored_and_served_in_canonical_for
 
     expected = [str(uuid.UUID(text)) for text in forms.values()]
     assert [str(event.event_id) for event in published] == expected
-    served = pb.PullEventsResponse.FromString(pull_wire(admin, "users", 1, 100))
+    served = pb.PullEventsResponse.FromString(pulled_wire(admin, "users", 1, 100))
     assert [event.event_id for event in served.events] == expected
     assert [to_canonical(event)["eventId"] for event in pull(admin, "users", 1).events] == expected

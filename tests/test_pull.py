@@ -5,7 +5,7 @@ from django.db import connection
 from django.test import override_settings
 
 from eventrelay.errors import Forbidden, InvalidInput, NotFound
-from events.services import publish, pull, pull_wire
+from events.services import publish, pull, pull_encoded
 
 
 @pytest.fixture
@@ -89,6 +89,14 @@ def test_pulling_an_unknown_topic_is_not_found(db, admin):
 # --- the gRPC pull: PostgreSQL joins the events' stored wire forms ---------------------------------
 
 
+def pull_wire(principal, ref, offset, size) -> bytes:
+    """What the gRPC PullEvents answers: the encoded pull, made a PullEventsResponse."""
+    from grpc_api.wire import pull_response
+
+    page = pull_encoded(principal, ref, offset, size)
+    return pull_response(page.joined, page.next_offset)
+
+
 def decoded(wire_response: bytes):
     from eventrelay.v1 import eventrelay_pb2 as pb
 
@@ -96,7 +104,7 @@ def decoded(wire_response: bytes):
 
 
 def as_messages(events):
-    from events.wire import event_message
+    from grpc_api.wire import event_message
 
     return [event_message(event) for event in events]
 

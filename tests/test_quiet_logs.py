@@ -10,15 +10,13 @@ import json
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
 import requests
 import websockets
-from django.db import connections
 from django.test import Client
 
 from eventrelay.auth import Principal, mint_token
@@ -26,9 +24,9 @@ from eventrelay.db import run_sync
 from eventrelay.refs import TopicRef
 from events import live
 from events.services import publish
+from harness.processes import GrpcServer, WebServer, wait_until
 from tests.grpc_client import Client as GrpcClient
 from tests.grpc_client import unique_topic
-from tests.processes import GrpcServer, WebServer, wait_until
 from topics.models import Topic
 
 WAIT = 30  # seconds; far longer than anything here takes, short enough to fail rather than hang
@@ -169,16 +167,6 @@ def test_streams_cancelled_right_after_opening_log_nothing_even_at_shutdown(quie
 
 
 # --- The live hub: a feed whose starter is cancelled -----------------------------------------------
-
-
-@pytest.fixture
-async def one_database_thread(transactional_db: None) -> AsyncIterator[None]:
-    """The loop's database calls on one thread, closed at the end (else the test database stays in use)."""
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(1))
-    yield
-    await live.get_hub().close()
-    await loop.run_in_executor(None, connections.close_all)
 
 
 @pytest.fixture

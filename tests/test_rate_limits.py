@@ -13,8 +13,8 @@ import websockets
 from eventrelay import ratelimit
 from eventrelay.auth import mint_token
 from eventrelay.errors import RateLimited
+from harness.processes import GrpcServer, WebServer, free_port, log_of, wait_until
 from tests.grpc_client import Client, unique_topic
-from tests.processes import GrpcServer, WebServer, free_port, log_of, wait_until
 
 LIMITS = {
     "ER_RATE_LIMIT_PUBLISH_PER_S": "1",

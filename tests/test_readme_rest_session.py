@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
+from harness.processes import REPO, CeleryWorker, free_port, stop, wait_until
 from tests.grpc_client import unique_topic
-from tests.processes import REPO, CeleryWorker, free_port, stop, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -18,11 +18,11 @@ from typing import Any
 import jwt
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.http import HttpResponse
 from django.test import Client
 
 from eventrelay.auth import mint_token
+from tests.helpers import b64url, stored_offsets, table_exists
 from topics.models import Topic
 from topics.tables import events_table_name
 from webhooks.models import DeliveryAttempt, DeliveryStream, Destination
@@ -95,27 +95,12 @@ def error_of(response: HttpResponse, status: int, code: str) -> dict[str, str]:
     return error
 
 
-def stored_offsets(topic: str) -> list[int]:
-    table = connection.ops.quote_name(events_table_name(topic))
-    with connection.cursor() as cursor:
-        cursor.execute(f'SELECT "offset" FROM {table} ORDER BY "offset"')
-        return [row[0] for row in cursor.fetchall()]
-
-
-def table_exists(topic: str) -> bool:
-    return events_table_name(topic) in connection.introspection.table_names()
-
-
 def last_offset(topic: str) -> int:
     return Topic.objects.get(name=topic).last_offset
 
 
 def parse_timestamp(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def b64url(data: dict[str, object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
 # --- Authentication: 401 with WWW-Authenticate -----------------------------------------------------
@@ -173,7 +158,7 @@ def test_every_endpoint_asks_for_a_token(client, users, method, path):
 
     error_of(response, 401, "unauthenticated")
     assert response["WWW-Authenticate"] == WWW_AUTHENTICATE
-    assert table_exists("users") and not Topic.objects.filter(name="orders").exists()
+    assert table_exists(events_table_name("users")) and not Topic.objects.filter(name="orders").exists()
 
 
 # --- Topics --------------------------------------------------------------------------------------
@@ -190,7 +175,7 @@ def test_an_admin_creates_a_topic_with_its_table(admin_api):
     assert body["name"] == "signups" and body["lastOffset"] == 0
     assert before - timedelta(seconds=5) < parse_timestamp(body["createdAt"]) < datetime.now(UTC) + timedelta(seconds=5)
     assert Topic.objects.filter(name="signups").exists()
-    assert table_exists("signups")
+    assert table_exists(events_table_name("signups"))
 
 
 @pytest.mark.parametrize(
@@ -240,7 +225,7 @@ def test_a_non_admin_token_cannot_create_a_topic(api_as):
     response = api_as("users").post("topics", {"name": "users"})
 
     assert "admin" in error_of(response, 403, "forbidden")["message"]
-    assert not Topic.objects.filter(name="users").exists() and not table_exists("users")
+    assert not Topic.objects.filter(name="users").exists() and not table_exists(events_table_name("users"))
 
 
 def test_an_admin_lists_every_topic(admin_api, make_topic):
@@ -307,7 +292,7 @@ def test_an_admin_deletes_a_topic_with_its_table_and_events(admin_api, users):
 
     assert response.status_code == 204 and response.content == b""
     assert not Topic.objects.filter(name="users").exists()
-    assert not table_exists("users")
+    assert not table_exists(events_table_name("users"))
     error_of(admin_api.get("topics/users/events"), 404, "not_found")
 
 
@@ -317,7 +302,7 @@ def test_a_non_admin_token_cannot_delete_a_topic(api_as, admin_api, users):
     response = api_as("users").delete("topics/users")
 
     error_of(response, 403, "forbidden")
-    assert table_exists("users") and stored_offsets("users") == [1]
+    assert table_exists(events_table_name("users")) and stored_offsets("users") == [1]
 
 
 def test_deleting_an_unknown_topic_is_404(admin_api):

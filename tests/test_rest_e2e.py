@@ -6,12 +6,8 @@ REST API answered, field by field.
 """
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +16,10 @@ import pytest
 import requests
 
 from eventrelay.auth import mint_token
+from harness.processes import CeleryWorker, WebServer, wait_until
 from tests.grpc_client import Client, unique_topic
-from tests.processes import CeleryWorker, WebServer, wait_until
+from tests.helpers import verify_standard_webhook
+from tests.webhook_receiver import Receiver
 from tests.ws_client import ws_connect
 
 pytestmark = pytest.mark.e2e
@@ -93,14 +91,6 @@ def grpc_as_canonical(event: Any) -> dict[str, Any]:
     }
 
 
-def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """The Standard Webhooks check, written here from the spec (not the project's signing code)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return any(sig == f"v1,{expected}" for sig in headers["webhook-signature"].split(" "))
-
-
 # --- HTTP publish → gRPC stream ------------------------------------------------------------------
 
 
@@ -170,19 +160,38 @@ def test_an_event_published_over_http_is_delivered_by_a_webhook_created_over_htt
     admin_rest.call("DELETE", f"webhooks/{destination['id']}", expect=204)
 
 
-def test_a_paused_webhook_delivers_nothing_until_it_is_resumed_over_http(admin_rest, topic, worker, receiver):
+@pytest.fixture
+def witness_receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def test_a_paused_webhook_delivers_nothing_until_it_is_resumed_over_http(
+    admin_rest, topic, worker, receiver, witness_receiver
+):
     destination = admin_rest.call("POST", "webhooks", {"name": "crm", "url": receiver.url, "topic": topic}, expect=201)
     paused = admin_rest.call("POST", f"webhooks/{destination['id']}/pause")
+    # A witness: an active destination of the same topic, woken by the same publishes, on a receiver of its own.
+    witness = admin_rest.call(
+        "POST", "webhooks", {"name": "witness", "url": witness_receiver.url, "topic": topic}, expect=201
+    )
 
     published = admin_rest.publish(f"{topic}:1", new_event(data={"n": 1}))
-    time.sleep(2)  # what a worker would have delivered by now, had the destination been active
+    wait_until(lambda: witness_receiver.offsets(f"{topic}:1") != [], 60, "the witness's delivery of the first event")
+    published += admin_rest.publish(f"{topic}:1", new_event(data={"n": 2}))
+    # The worker has sent the witness the second event too: it has done the first publish's wake-ups, a wake-up of
+    # the paused destination included, had there been one.
+    offsets = [event["offset"] for event in published]
+    wait_until(lambda: witness_receiver.offsets(f"{topic}:1") == offsets, 60, "the witness's second delivery")
     nothing_yet = receiver.of(f"{topic}:1")
     resumed = admin_rest.call("POST", f"webhooks/{destination['id']}/resume")
-    wait_until(lambda: len(receiver.offsets(f"{topic}:1")) >= 1, 60, "the delivery after resume")
+    wait_until(lambda: len(receiver.offsets(f"{topic}:1")) >= 2, 60, "the deliveries after resume")
 
     assert paused["active"] is False and resumed["active"] is True
     assert nothing_yet == []
     assert [request.event for request in receiver.of(f"{topic}:1")] == published
+    admin_rest.call("DELETE", f"webhooks/{witness['id']}", expect=204)
     admin_rest.call("DELETE", f"webhooks/{destination['id']}", expect=204)
 
 

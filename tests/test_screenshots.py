@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import LOG_DIR, REPO
 from tests import browser
-from tests.processes import LOG_DIR, REPO
 
 
 class FakePage:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from eventrelay.auth import mint_token
-from tests.processes import GrpcServer, WebServer
+from harness.processes import GrpcServer, WebServer
 from tests.ws_client import ws_connect
 
 pytestmark = pytest.mark.e2e

@@ -6,12 +6,13 @@ really is "not set" whatever the developer's ``.env`` holds.
 """
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from harness.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / ".venv" / "bin"
@@ -25,12 +26,6 @@ BAD_SECRETS = [
 
 def environment(secret: str) -> dict[str, str]:
     return {**os.environ, "ER_JWT_SECRET": secret, "PYTHONUNBUFFERED": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(command: list[str], secret: str, timeout: float) -> subprocess.CompletedProcess[str]:

@@ -3,24 +3,12 @@
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 
 from eventrelay.errors import AlreadyExists, Forbidden, NotFound
 from events.services import publish, pull
+from tests.helpers import index_names, table_exists
 from topics.models import Topic
 from topics.services import create_topic, create_topic_as, delete_topic, list_topics_as
-
-
-def table_exists(name: str) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s)", [f"public.{name}"])
-        return cursor.fetchone()[0] is not None
-
-
-def index_names(table: str) -> set[str]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table])
-        return {row[0] for row in cursor.fetchall()}
 
 
 def test_creating_a_topic_creates_its_table_with_every_index(db):
@@ -31,7 +19,7 @@ def test_creating_a_topic_creates_its_table_with_every_index(db):
     assert table_exists("users_events")
     assert index_names("users_events") == {
         "users_events_pkey",  # pull a whole topic by offset
-        "users_events_event_id_key",  # idempotency on eventId
+        "users_ev_event_id",  # idempotency on eventId (topics.tables names it)
         "users_ev_tid_off",  # pull / stream / webhook cursor by (topic id, offset)
         "users_ev_name_off",  # admin browser: filter by event name
         "users_ev_uid_off",  # admin browser: filter by user id

@@ -7,19 +7,13 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.utils import timezone
 
 from eventrelay.auth import authenticate
 from events.services import publish
+from tests.helpers import table_exists
 from topics.models import Topic
 from topics.services import create_topic
-
-
-def table_exists(name: str) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s)", [name])
-        return cursor.fetchone()[0] is not None
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ import pytest
 import requests
 
 from eventrelay.auth import mint_token
+from harness.processes import CeleryBeat, CeleryWorker, GrpcServer, WebServer, wait_until
 from tests.faults import PrivateRedis
 from tests.grpc_client import Client, unique_topic
-from tests.processes import CeleryBeat, CeleryWorker, GrpcServer, WebServer, wait_until
 from tests.webhook_processes import FAST_RECOVERY, start_fixture  # noqa: F401 (fixtures)
 from webhooks import wakeups
 from webhooks.models import DeliveryStream
@@ -124,13 +124,13 @@ class StuckTask:
 def test_submitting_never_waits_for_a_stuck_send_and_the_queue_is_bounded_and_coalesced(settings):
     settings.ER_WEBHOOK_WAKE_QUEUE = 5
     sender = wakeups._Sender()
-    sender._send = lambda task, args: task.apply_async(args)
     task = StuckTask()
-    assert sender.submit(("wake", "first"), task, ("first", ["1"]), merge=wakeups._merge_topic_ids)
+    sender._send = lambda task_name, args: task.apply_async(args)
+    assert sender.submit(("wake", "first"), task.name, ("first", ["1"]), merge=wakeups._merge_topic_ids)
     assert task.started.wait(30)  # the sender thread is now stuck in that send
 
     accepted = [
-        sender.submit(("wake", f"t{n % 8}"), task, (f"t{n % 8}", [str(n)]), merge=wakeups._merge_topic_ids)
+        sender.submit(("wake", f"t{n % 8}"), task.name, (f"t{n % 8}", [str(n)]), merge=wakeups._merge_topic_ids)
         for n in range(1000)
     ]
 

@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from eventrelay.auth import mint_token
+from harness.processes import CeleryBeat, CeleryWorker, WebServer, wait_until
 from tests.faults import PrivatePostgres
 from tests.grpc_client import unique_topic
-from tests.processes import CeleryBeat, CeleryWorker, WebServer, wait_until
 from tests.webhook_processes import broker_fixture, start_fixture  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e

@@ -14,8 +14,8 @@ import pytest
 from django.db import connection
 
 from events.services import publish, read_stream_events
+from harness.processes import CeleryWorker, wait_until
 from tests.grpc_client import unique_topic
-from tests.processes import CeleryWorker, wait_until
 from tests.webhook_processes import FAST_RECOVERY, broker_fixture, start_fixture  # noqa: F401 (fixtures)
 from topics.tables import events_table_name
 from webhooks import delivery, signing

@@ -6,19 +6,16 @@ new topic look delivered, silently), and a live feed's cursor (which made them l
 """
 
 import asyncio
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 
 from eventrelay.db import run_sync
 from eventrelay.errors import NotFound
 from eventrelay.refs import TopicRef
 from events import live
 from events.services import publish, read_stream_events
+from harness.processes import CeleryWorker, wait_until
 from tests.grpc_client import unique_topic
-from tests.processes import CeleryWorker, wait_until
 from tests.webhook_processes import FAST_RECOVERY, broker_fixture, start_fixture  # noqa: F401 (fixtures)
 from topics.services import create_topic, delete_topic
 from webhooks import delivery
@@ -123,15 +120,6 @@ def test_a_worker_whose_stream_was_deleted_mid_delivery_fails_cleanly_and_moves_
 
 
 # --- The live hub ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def one_database_thread() -> AsyncIterator[None]:
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(1))
-    yield
-    await live.get_hub().close()
-    await loop.run_in_executor(None, connections.close_all)
 
 
 @pytest.mark.django_db(transaction=True)

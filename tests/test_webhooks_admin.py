@@ -1,6 +1,6 @@
 """The webhook admin: destinations (create, edit, pause/resume, rotate secret, test event, streams),
 delivery streams, delivery attempts and undeliverable events, through Django's test client on the real
-PostgreSQL. Nothing here talks to Celery: queued work is observed through a stub."""
+PostgreSQL. Test events are sent by a real Celery worker; other queued work is observed through a stub."""
 
 import json
 import re
@@ -15,12 +15,20 @@ from django.urls import reverse
 from django.utils.html import strip_tags
 
 from events.services import publish
+from harness.processes import CeleryWorker, wait_until
 from webhooks import delivery, signing
 from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent
 from webhooks.services import create_destination
 
 PUBLIC_URL = "http://93.184.215.14/hook"
 SECRET_RE = re.compile(r"whsec_[A-Za-z0-9+/=]+")
+
+
+@pytest.fixture(scope="module")
+def test_event_worker(django_db_setup):
+    worker = CeleryWorker(name="admin_test_event_worker", concurrency=1)
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture
@@ -400,18 +408,24 @@ def test_an_unknown_action_on_the_destination_page_is_refused(staff, destination
     assert Destination.objects.filter(pk=destination.pk).exists()
 
 
-def test_sending_a_test_event_posts_a_signed_synthetic_event_and_records_nothing(
-    staff, orders, allow_private, receiver
+def destination_page_shows(client, destination, text):
+    return text in client.get(change_page(destination)).content.decode()
+
+
+@pytest.mark.e2e
+def test_a_test_event_is_queued_then_a_worker_posts_it_signed_and_its_result_shows_on_the_destination(
+    transactional_db, test_event_worker, staff, orders, allow_private, receiver
 ):
     destination = create_destination(name="billing", url=receiver.url, topic="orders:42")
 
     response = run_action(staff, Destination, "send_test_event", destination)
 
-    assert len(receiver.requests) == 1
+    [queued] = [m for m in messages_of(response) if "queued" in m]
+    wait_until(lambda: len(receiver.requests) == 1, 60, "the test event at the receiver")
     request = receiver.requests[0]
     signing.verify(destination.secret, request.headers, request.body)  # raises if the signature is wrong
     event = json.loads(request.body)
-    assert request.headers["webhook-id"] == event["eventId"]
+    assert request.headers["webhook-id"] == event["eventId"] and event["eventId"] in queued
     assert {k: event[k] for k in ("name", "topic", "source", "userId", "context", "data", "offset")} == {
         "name": "eventrelay.test",
         "topic": "orders:42",
@@ -421,26 +435,36 @@ def test_sending_a_test_event_posts_a_signed_synthetic_event_and_records_nothing
         "data": {"test": True},
         "offset": 0,
     }
-    assert [m for m in messages_of(response) if "HTTP 200" in m and event["eventId"] in m]
+    result = f"Test event {event['eventId']}: HTTP 200 in "
+    wait_until(lambda: destination_page_shows(staff, destination, result), 30, "the result on the destination page")
+    history = staff.get(reverse("admin:webhooks_destination_history", args=[destination.pk])).content.decode()
+    assert result in history
+    assert len(receiver.requests) == 1
     assert DeliveryAttempt.objects.count() == 0
     stream = DeliveryStream.objects.get(destination=destination)
     assert (stream.last_offset, stream.attempts, stream.delivered_count) == (0, 0, 0)
 
 
-def test_a_failed_test_event_reports_the_receivers_status(staff, orders, allow_private, receiver):
+@pytest.mark.e2e
+def test_a_failed_test_event_shows_the_receivers_status_on_the_destination(
+    transactional_db, test_event_worker, staff, orders, allow_private, receiver
+):
     receiver.answer = lambda event, tries: 503
     destination = create_destination(name="billing", url=receiver.url, topic="orders")
 
-    response = run_action(staff, Destination, "send_test_event", destination)
+    run_action(staff, Destination, "send_test_event", destination)
 
-    assert [m for m in messages_of(response) if "failed: HTTP 503" in m]
+    wait_until(lambda: len(receiver.requests) == 1, 60, "the test event at the receiver")
+    event_id = json.loads(receiver.requests[0].body)["eventId"]
+    result = f"Test event {event_id} failed: HTTP 503."
+    wait_until(lambda: destination_page_shows(staff, destination, result), 30, "the result on the destination page")
 
 
 def test_the_redeliver_action_queues_each_selected_event(
     staff, destination, monkeypatch, django_capture_on_commit_callbacks
 ):
     queued = []
-    monkeypatch.setattr("webhooks.wakeups.queue_soon", lambda task, *args: queued.append((task.name, *args)))
+    monkeypatch.setattr("webhooks.wakeups.queue_soon", lambda task_name, *args: queued.append((task_name, *args)))
     first, second = make_undeliverable(destination, offset=1), make_undeliverable(destination, offset=2)
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -1,15 +1,13 @@
 """Webhook delivery end to end: real Celery workers, the real Redis broker, a local HTTP receiver."""
 
-import base64
-import hashlib
-import hmac
 import time
 
 import pytest
 
 from events.services import publish
+from harness.processes import CeleryWorker, wait_until
 from tests.grpc_client import unique_topic
-from tests.processes import CeleryWorker, wait_until
+from tests.helpers import verify_standard_webhook
 from topics.services import create_topic
 from webhooks.models import DeliveryAttempt, DeliveryStream
 from webhooks.services import create_destination
@@ -29,14 +27,6 @@ def workers(django_db_setup):
     yield started
     for worker in started:
         worker.stop()
-
-
-def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """The Standard Webhooks check, written here from the spec (not the project's signing code)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return any(sig == f"v1,{expected}" for sig in headers["webhook-signature"].split(" "))
 
 
 def test_500_events_arrive_in_offset_order_with_valid_signatures(

@@ -19,8 +19,8 @@ import redis
 from django.conf import settings
 
 from events.services import publish
+from harness.processes import TEST_QUEUE, CeleryBeat, CeleryWorker, log_of, wait_until
 from tests.grpc_client import unique_topic
-from tests.processes import TEST_QUEUE, CeleryBeat, CeleryWorker, log_of, wait_until
 from tests.webhook_processes import start_fixture  # noqa: F401  (the ``start`` fixture)
 from topics.models import Topic
 from webhooks import delivery, wakeups

@@ -23,8 +23,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from websockets.exceptions import InvalidStatus
 
 from eventrelay.auth import mint_token
+from harness.processes import WebServer
 from tests.grpc_client import Client, unique_topic
-from tests.processes import WebServer
+from tests.helpers import admin_token, last_offset_of, pulled_offsets, token_granting
 from tests.ws_client import WsClient, ws_connect
 
 pytestmark = pytest.mark.e2e
@@ -60,14 +61,6 @@ def web_small_frames(django_db_setup: None) -> Iterator[WebServer]:
     server.stop()
 
 
-def admin_token() -> str:
-    return mint_token([], admin=True)
-
-
-def token_for(*refs: str) -> str:
-    return mint_token(refs, ttl_seconds=3600)
-
-
 def timestamp(text: str) -> Timestamp:
     moment = Timestamp()
     moment.FromJsonString(text)
@@ -76,14 +69,6 @@ def timestamp(text: str) -> Timestamp:
 
 def offsets_of(events: list[dict[str, Any]]) -> list[int]:
     return [event["offset"] for event in events]
-
-
-def stored_offsets(client: Client, topic: str) -> list[int]:
-    return [event.offset for event in client.pull(topic, 1, 1000).events]
-
-
-def last_offset(client: Client, topic: str) -> int:
-    return next(t.last_offset for t in client.list_topics() if t.name == topic)
 
 
 class Publisher(threading.Thread):
@@ -114,6 +99,15 @@ async def assert_still_works(client: WsClient, topic: str) -> None:
     assert subscribed == {"type": "subscribed", "topic": topic, "offset": 0}
     assert event == {"type": "event", "topic": topic, "event": published["events"][0]}
     assert event["event"]["offset"] == 1
+
+
+async def frames_before_a_reply(client: WsClient) -> list[dict[str, Any]]:
+    """The frames the test has not taken yet, once the server has answered one more, harmless, request (unsubscribing
+    from a topic the connection never subscribed to). The server sends a connection's frames in the order it sends
+    them, so everything it sent before answering has arrived: a signal to wait for instead of a fixed time."""
+    reply = await client.request({"type": "unsubscribe", "topic": "never_subscribed"})
+    assert (reply["type"], reply["code"]) == ("error", "invalid"), reply
+    return client.pending()
 
 
 async def wait_until_live(admin_client: Client, topic: str, clients: list[WsClient]) -> tuple[list[int], int]:
@@ -153,7 +147,7 @@ async def test_a_subscriber_receives_an_event_published_over_grpc_as_canonical_j
     admin_client.publish(ref, {"before": 1}, {"before": 2})
     event_id = str(uuid.uuid4())
 
-    async with ws_connect(web_server.ws_url, token_for(ref)) as client:
+    async with ws_connect(web_server.ws_url, token_granting(ref)) as client:
         subscribed = await client.subscribe(ref, from_offset=3)
         await asyncio.to_thread(
             admin_client.publish,
@@ -193,8 +187,8 @@ async def test_a_publish_frame_is_answered_with_the_stored_canonical_events_and_
     given_id = str(uuid.uuid4())
 
     async with (
-        ws_connect(web_server.ws_url, token_for(topic)) as subscriber,
-        ws_connect(web_server.ws_url, token_for(ref)) as producer,
+        ws_connect(web_server.ws_url, token_granting(topic)) as subscriber,
+        ws_connect(web_server.ws_url, token_granting(ref)) as producer,
     ):
         await subscriber.subscribe(topic, from_offset=1)
         published = await producer.request(
@@ -257,7 +251,7 @@ async def test_subscribed_carries_the_topics_last_offset_and_from_offset_replays
     topic = topics("replay")
     admin_client.publish(topic, *[{"n": n} for n in range(5)])
 
-    async with ws_connect(web_server.ws_url, token_for(topic)) as client:
+    async with ws_connect(web_server.ws_url, token_granting(topic)) as client:
         subscribed = await client.subscribe(topic, from_offset=2)
         replayed = await client.events_through(topic, 5)
         await asyncio.to_thread(admin_client.publish, topic, {"n": 5}, {"n": 6})
@@ -274,7 +268,7 @@ async def test_a_live_subscription_without_from_offset_gets_only_new_events(admi
     topic = topics("liveonly")
     admin_client.publish(topic, *[{"old": n} for n in range(3)])
 
-    async with ws_connect(web_server.ws_url, token_for(topic)) as client:
+    async with ws_connect(web_server.ws_url, token_granting(topic)) as client:
         subscribed = await client.subscribe(topic)
         [first], last_probe = await wait_until_live(admin_client, topic, [client])
         published = await asyncio.to_thread(admin_client.publish, topic, *[{"new": n} for n in range(10)])
@@ -294,7 +288,7 @@ async def test_without_from_offset_every_event_after_the_subscribed_offset_arriv
     topic = topics("liveimmediate")
     admin_client.publish(topic, *[{"old": n} for n in range(3)])
 
-    async with ws_connect(web_server.ws_url, token_for(topic)) as client:
+    async with ws_connect(web_server.ws_url, token_granting(topic)) as client:
         subscribed = await client.subscribe(topic)
         published = await asyncio.to_thread(admin_client.publish, topic, *[{"new": n} for n in range(5)])
         received = await client.events_through(topic, published[-1].offset)
@@ -315,16 +309,19 @@ async def test_from_offset_delivers_every_offset_exactly_once_in_order_while_a_p
     publisher = Publisher(grpc_server.address, topic, total=600, batch=7)
     publisher.start()
 
-    async with ws_connect(web_server.ws_url, token_for(topic)) as client:
+    async with ws_connect(web_server.ws_url, token_granting(topic)) as client:
         await client.subscribe(topic, from_offset=from_offset)
         received = await client.events_through(topic, 720, timeout=120)
-        # Nothing after the last event either: no late duplicate from the seam.
-        late = await client.frames_within(0.5)
-    await asyncio.to_thread(publisher.join, 60)
+        await asyncio.to_thread(publisher.join, 60)
+        # No late duplicate from the seam either: the subscription's next frame is the next event published.
+        await asyncio.to_thread(admin_client.publish, topic, {"after": True})
+        after = await client.events_through(topic, 721)
+        stray = client.pending()
 
     assert publisher.error is None, publisher.error
     assert offsets_of(received) == list(range(from_offset, 721))
-    assert late == []
+    assert offsets_of(after) == [721]
+    assert stray == []
     assert [event["data"] for event in received] == [
         {"stored": offset - 1} if offset <= 120 else {"n": offset - 121} for offset in range(from_offset, 721)
     ]
@@ -398,7 +395,7 @@ async def test_two_hundred_concurrent_subscribers_each_receive_all_thousand_even
     admin_client, grpc_server, web_server, topics
 ):
     topic = topics("fanout")
-    token = token_for(topic)
+    token = token_granting(topic)
     half = SUBSCRIBERS // 2
 
     async with AsyncExitStack() as stack:
@@ -453,11 +450,19 @@ async def test_a_token_for_one_topic_id_cannot_subscribe_to_the_whole_topic_or_a
     topic = topics("scope")
     forbidden_ref = topic if other == "whole_topic" else f"{topic}:456"
 
-    async with ws_connect(web_server.ws_url, token_for(f"{topic}:123")) as client:
+    async with (
+        ws_connect(web_server.ws_url, token_granting(f"{topic}:123")) as client,
+        ws_connect(web_server.ws_url, admin_token()) as witness,
+    ):
+        # A witness live on the whole topic in the same process: once it has an event, the topic's feed there has
+        # offered that event to every subscription it holds.
+        await witness.subscribe(topic)
+        await wait_until_live(admin_client, topic, [witness])
         error = await client.request({"type": "subscribe", "topic": forbidden_ref, "fromOffset": 1, "ref": "s1"})
         await asyncio.to_thread(admin_client.publish, f"{topic}:456", {"secret": True})
-        await asyncio.to_thread(admin_client.publish, topic, {"secret": True})
-        after = await client.frames_within(1.0)
+        [last] = await asyncio.to_thread(admin_client.publish, topic, {"secret": True})
+        await witness.events_through(topic, last.offset)
+        after = await frames_before_a_reply(client)
 
     assert error["type"] == "error"
     assert error["code"] == "forbidden"
@@ -473,32 +478,37 @@ async def test_a_token_for_one_topic_id_never_receives_another_ids_events(admin_
         admin_client.publish(theirs, {"secret": n})
         admin_client.publish(mine, {"mine": n})
 
-    async with ws_connect(web_server.ws_url, token_for(mine)) as client:
+    async with ws_connect(web_server.ws_url, token_granting(mine)) as client:
         await client.subscribe(mine, from_offset=1)
         replayed = await client.events_through(mine, 40)
         for n in range(20, 30):  # live now, still interleaved
             await asyncio.to_thread(admin_client.publish, theirs, {"secret": n})
             await asyncio.to_thread(admin_client.publish, mine, {"mine": n})
         live = await client.events_through(mine, 60)
-        leftovers = client.pending() + await client.frames_within(0.5)
+        # Another pair: the subscription's next frame must be mine, with none of theirs before it.
+        await asyncio.to_thread(admin_client.publish, theirs, {"secret": 30})
+        await asyncio.to_thread(admin_client.publish, mine, {"mine": 30})
+        next_one = await client.events_through(mine, 62)
+        leftovers = client.pending()
 
     received = replayed + live
     assert offsets_of(received) == list(range(2, 61, 2))
     assert {event["topic"] for event in received} == {mine}
     assert [event["data"] for event in received] == [{"mine": n} for n in range(30)]
+    assert [(event["offset"], event["data"]) for event in next_one] == [(62, {"mine": 30})]
     assert leftovers == []
 
 
 async def test_a_token_for_one_topic_id_cannot_publish_to_another_id(admin_client, web_server, topics):
     topic = topics("scope")
 
-    async with ws_connect(web_server.ws_url, token_for(f"{topic}:123")) as client:
+    async with ws_connect(web_server.ws_url, token_granting(f"{topic}:123")) as client:
         error = await client.request(
             {"type": "publish", "topic": f"{topic}:456", "ref": "p1", "events": [{"name": "x", "data": {}}]}
         )
 
     assert (error["type"], error["code"], error["ref"]) == ("error", "forbidden", "p1")
-    assert stored_offsets(admin_client, topic) == []
+    assert pulled_offsets(admin_client, topic) == []
 
 
 def bad_handshake(kind: str) -> tuple[str | None, dict[str, str] | None]:
@@ -532,7 +542,7 @@ async def test_the_handshake_is_refused_without_a_valid_token(web_server, kind):
 async def test_a_token_in_the_authorization_header_works_like_the_query_parameter(admin_client, web_server, topics):
     topic = topics("header")
 
-    async with ws_connect(web_server.ws_url, headers={"authorization": f"Bearer {token_for(topic)}"}) as client:
+    async with ws_connect(web_server.ws_url, headers={"authorization": f"Bearer {token_granting(topic)}"}) as client:
         subscribed = await client.subscribe(topic, from_offset=1)
         [stored] = await asyncio.to_thread(admin_client.publish, topic, {"via": "header"})
         frame = await client.next_event(topic)
@@ -603,7 +613,7 @@ async def test_an_oversized_frame_gets_an_invalid_error_and_the_connection_keeps
     async with ws_connect(web_small_frames.ws_url, admin_token()) as client:
         await client.send_raw(frame)
         error = await client.reply()
-        nothing_stored = await asyncio.to_thread(stored_offsets, admin_client, topic)
+        nothing_stored = await asyncio.to_thread(pulled_offsets, admin_client, topic)
         await assert_still_works(client, topic)
 
     assert len(frame) > 20_000
@@ -624,8 +634,8 @@ async def test_a_batch_with_one_invalid_event_is_rejected_naming_it_and_stores_n
 
     async with ws_connect(web_server.ws_url, admin_token()) as client:
         error = await client.request({"type": "publish", "topic": topic, "ref": "batch-1", "events": events})
-        nothing_stored = await asyncio.to_thread(stored_offsets, admin_client, topic)
-        head = await asyncio.to_thread(last_offset, admin_client, topic)
+        nothing_stored = await asyncio.to_thread(pulled_offsets, admin_client, topic)
+        head = await asyncio.to_thread(last_offset_of, admin_client, topic)
         await assert_still_works(client, topic)  # and the next good event gets offset 1: no gap
 
     assert error["type"] == "error"
@@ -646,7 +656,7 @@ async def test_a_publish_frame_may_not_set_server_fields(admin_client, web_serve
         error = await client.request({"type": "publish", "topic": topic, "events": [event]})
 
     assert (error["code"], error["field"]) == ("invalid", f"events[0].{field}")
-    assert stored_offsets(admin_client, topic) == []
+    assert pulled_offsets(admin_client, topic) == []
 
 
 async def test_subscribing_to_an_unknown_topic_gets_not_found_and_the_connection_keeps_working(web_server, topics):
@@ -668,23 +678,31 @@ async def test_subscribing_to_an_unknown_topic_gets_not_found_and_the_connection
 async def test_after_unsubscribe_no_more_events_of_that_topic_arrive(admin_client, web_server, topics):
     dropped, kept = topics("dropped"), topics("kept")
 
-    async with ws_connect(web_server.ws_url, admin_token()) as client:
-        await client.subscribe(dropped, from_offset=1)
+    async with (
+        ws_connect(web_server.ws_url, admin_token()) as client,
+        ws_connect(web_server.ws_url, admin_token()) as witness,
+    ):
+        # A witness live on `dropped` in the same process: once it has an event, the topic's feed there has offered
+        # that event to every subscription it holds.
+        await witness.subscribe(dropped)
+        _, probes = await wait_until_live(admin_client, dropped, [witness])
+        await client.subscribe(dropped, from_offset=probes + 1)
         await client.subscribe(kept, from_offset=1)
         await asyncio.to_thread(admin_client.publish, dropped, {"before": True})
-        before = await client.events_through(dropped, 1)
+        before = await client.events_through(dropped, probes + 1)
 
         unsubscribed = await client.request({"type": "unsubscribe", "topic": dropped})
         await asyncio.to_thread(admin_client.publish, dropped, *[{"after": n} for n in range(5)])
         await asyncio.to_thread(admin_client.publish, kept, {"kept": True})
         kept_events = await client.events_through(kept, 1)
-        later = client.pending() + await client.frames_within(1.0)
+        await witness.events_through(dropped, probes + 6)
+        later = await frames_before_a_reply(client)
 
         # Resubscribing from the last offset received + 1 picks up what was published meanwhile.
-        await client.subscribe(dropped, from_offset=2)
-        resumed = await client.events_through(dropped, 6)
+        await client.subscribe(dropped, from_offset=probes + 2)
+        resumed = await client.events_through(dropped, probes + 6)
 
-    assert offsets_of(before) == [1]
+    assert offsets_of(before) == [probes + 1]
     assert unsubscribed == {"type": "unsubscribed", "topic": dropped}
     assert [(event["topic"], event["data"]) for event in kept_events] == [(kept, {"kept": True})]
     assert later == []
@@ -733,11 +751,15 @@ async def test_subscribing_again_to_the_same_topic_replaces_the_subscription(adm
         replayed = await client.events_through(topic, 10)
         await asyncio.to_thread(admin_client.publish, topic, {"n": 10})
         live = await client.events_through(topic, 11)
-        late = client.pending() + await client.frames_within(0.5)
+        # The first subscription, were it still running, would send its 11 before this next event arrives.
+        await asyncio.to_thread(admin_client.publish, topic, {"n": 11})
+        later = await client.events_through(topic, 12)
+        late = client.pending()
 
     assert again == {"type": "subscribed", "topic": topic, "offset": 10}
     assert offsets_of(replayed) == [8, 9, 10]
     assert offsets_of(live) == [11]
+    assert offsets_of(later) == [12]
     assert late == []
 
 

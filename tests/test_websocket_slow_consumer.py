@@ -7,8 +7,9 @@ import pytest
 import websockets
 
 from eventrelay.auth import mint_token
+from harness.processes import WebServer
 from tests.grpc_client import unique_topic
-from tests.processes import WebServer
+from tests.helpers import rss_kib
 
 pytestmark = pytest.mark.e2e
 
@@ -20,11 +21,6 @@ def small_buffer_web(django_db_setup):
     server = WebServer(env={"ER_WS_MAX_BUFFER_BYTES": str(BUFFER_LIMIT)}, name="web_small_buffer")
     yield server
     server.stop()
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 async def recv_json(ws) -> dict:

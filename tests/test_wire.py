@@ -1,4 +1,4 @@
-"""The stored wire form is written by hand (events.wire): it must be byte for byte what protobuf
+"""The stored wire form is written by hand (grpc_api.wire): it must be byte for byte what protobuf
 itself serializes for the same event, whatever the event holds."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 
 from eventrelay.v1 import eventrelay_pb2 as pb
 from events.canonical import StoredEvent, canonical_json
-from events.wire import encode_wire, event_bytes, event_message, events_response, pull_response
+from grpc_api.wire import encode_wire, event_bytes, event_message, events_response, pull_response
 
 
 def stored_event(**overrides) -> StoredEvent:

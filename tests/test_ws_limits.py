@@ -10,8 +10,8 @@ import pytest
 import requests
 from websockets.exceptions import ConnectionClosed
 
-from eventrelay.auth import mint_token
-from tests.processes import WebServer
+from harness.processes import WebServer
+from tests.helpers import admin_token
 from tests.ws_client import ws_connect
 
 pytestmark = pytest.mark.e2e
@@ -38,10 +38,6 @@ def web_limited(transactional_db: None) -> Iterator[WebServer]:
     )
     yield server
     server.stop()
-
-
-def admin_token() -> str:
-    return mint_token([], admin=True)
 
 
 def new_topic(server: WebServer) -> str:

@@ -5,7 +5,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.processes import TEST_QUEUE
+from harness.processes import TEST_QUEUE
 
 # Leases expire 2 s after a request's timeout, beat sweeps every second, and a queued wake-up nobody
 # claimed for 2 s counts as lost: recovery takes seconds, not the production minutes.

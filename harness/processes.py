@@ -1,4 +1,4 @@
-"""Helpers for end-to-end tests that start real processes on loopback ports."""
+"""Starting, waiting for and stopping real processes on loopback ports (the tests' servers and the bench's stack)."""
 
 import os
 import signal
