@@ -86,17 +86,6 @@ class WsClient:
                 received.append(frame["event"])
         return received
 
-    async def frames_within(self, seconds: float) -> list[dict[str, Any]]:
-        """Every frame that arrives within the next ``seconds`` (returned, not queued for later)."""
-        frames: list[dict[str, Any]] = []
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    frames.append(json.loads(await self.connection.recv()))
-        except TimeoutError:
-            pass
-        return frames
-
     def pending(self) -> list[dict[str, Any]]:
         """Frames read but not yet taken by the test."""
         return list(self.replies) + [frame for queue in self.events.values() for frame in queue]
