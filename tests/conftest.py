@@ -48,6 +48,14 @@ def admin(principal_for: Callable[..., Principal]) -> Principal:
 
 
 @pytest.fixture
+def staff(client: Any, django_user_model: Any) -> Any:
+    """Django's test client, logged in to the admin console as a superuser."""
+    # No password: hashing one costs more than the rest of a test.
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", None))
+    return client
+
+
+@pytest.fixture
 def make_topic(db: None) -> Iterator[Callable[[str], Topic]]:
     """Create topics (and their tables). Dropped again afterwards: in ``transactional_db`` tests
     the flush at teardown empties Django's tables but knows nothing of per-topic tables."""

@@ -108,8 +108,8 @@ def test_changing_a_webhook_to_an_ambiguous_url_is_refused_and_keeps_the_old_one
 
 
 @pytest.mark.parametrize("template", AMBIGUOUS[:4])
-def test_the_admin_form_refuses_an_ambiguous_url(client, django_user_model, orders, receiver, private_off, template):
-    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", None))
+def test_the_admin_form_refuses_an_ambiguous_url(staff, orders, receiver, private_off, template):
+    client = staff
     destination = create_destination(name="crm", url=PUBLIC_URL, topic="orders")
     url = template.format(port=receiver.server.server_address[1])
     form = {

@@ -122,12 +122,6 @@ def test_a_refused_url_is_quoted_without_its_password(api, orders, settings):
 # --- The admin ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def staff(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", None))
-    return client
-
-
 def change_page(destination: Destination) -> str:
     return reverse("admin:webhooks_destination_change", args=[destination.pk])
 

@@ -32,13 +32,6 @@ def test_event_worker(django_db_setup):
 
 
 @pytest.fixture
-def staff(client, django_user_model):
-    # No password: hashing one costs more than the rest of a test.
-    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", None))
-    return client
-
-
-@pytest.fixture
 def orders(make_topic):
     return make_topic("orders")
 
