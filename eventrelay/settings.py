@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "topics",
     "events",
     "webhooks",
+    "consumers",
     "grpc_api",
     "api",
     "ws_api",
@@ -161,6 +162,15 @@ ER_LIVE_TICK_MS = env_int("ER_LIVE_TICK_MS", 1000)
 ER_GC_FULL_EVERY = env_int("ER_GC_FULL_EVERY", 100)
 # Events buffered per live subscription before it is ended with slow_consumer.
 ER_LIVE_BUFFER_EVENTS = env_int("ER_LIVE_BUFFER_EVENTS", 1000)
+
+# Durable consumers (docs/consumers.md). A fetch filtered by event name looks at most this many offsets of the
+# topic for new events; an ordered consumer stops taking new events while this many wait behind their topic
+# ids; a long-polling fetch of a consumer with pending events re-reads it this often (an ack elsewhere may
+# have freed room); at most this many ackIds per ack, nack or extend.
+ER_CONSUMER_SCAN_WINDOW = env_int("ER_CONSUMER_SCAN_WINDOW", 10_000)
+ER_CONSUMER_MAX_QUEUED = env_int("ER_CONSUMER_MAX_QUEUED", 10_000)
+ER_CONSUMER_RECHECK_MS = env_int("ER_CONSUMER_RECHECK_MS", 1000)
+ER_CONSUMER_MAX_ACK_IDS = env_int("ER_CONSUMER_MAX_ACK_IDS", 1000)
 
 # WebSocket: the largest text frame accepted (a maximal publish plus its JSON framing), and how many
 # bytes may wait unread on one connection before its subscriptions end with slow_consumer.

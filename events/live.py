@@ -191,6 +191,47 @@ class Subscription:
         return len(self._queue)
 
 
+class Watcher:
+    """A signal, not a queue: set when an event of ``ref`` is committed, or when the topic is nudged (:func:`nudge`).
+
+    What a long-polling caller waits on (``consumers.services.afetch``): it reads PostgreSQL itself once woken,
+    so nothing is buffered and a burst of events costs it nothing but one wake-up.
+    """
+
+    def __init__(self, feed: "TopicFeed", ref: TopicRef) -> None:
+        self.feed = feed
+        self.ref = ref
+        self._wakeup = asyncio.Event()
+        self._error: EventRelayError | None = None
+
+    def offer(self, event: StoredEvent) -> None:
+        if self.ref.id is None or event.topic_id == self.ref.id:
+            self._wakeup.set()
+
+    def nudge(self) -> None:
+        self._wakeup.set()
+
+    def fail(self, error: EventRelayError) -> None:
+        if self._error is None:
+            self._error = error
+            self.feed.detach(self)
+            self._wakeup.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for a signal since the last wait; whether one came. Raises what ended
+        the feed (``NotFound`` when the topic is deleted, ``Unavailable`` at shutdown)."""
+        if not self._wakeup.is_set():
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+        if self._error is not None:
+            raise self._error
+        signalled = self._wakeup.is_set()
+        self._wakeup.clear()
+        return signalled
+
+
 class TopicFeed:
     """This process's single view of one topic's live events (see the module docstring)."""
 
@@ -199,7 +240,7 @@ class TopicFeed:
         self.topic_name = topic_name
         self.ref = TopicRef(topic_name)
         self.cursor = 0
-        self.subscriptions: set[Subscription] = set()
+        self.subscriptions: set[Subscription | Watcher] = set()
         self.closed = False
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._topic_pk: int | None = None
@@ -235,7 +276,12 @@ class TopicFeed:
         self.subscriptions.add(subscription)
         return subscription
 
-    def detach(self, subscription: Subscription) -> None:
+    def watch(self, ref: TopicRef) -> Watcher:
+        watcher = Watcher(self, ref)
+        self.subscriptions.add(watcher)
+        return watcher
+
+    def detach(self, subscription: "Subscription | Watcher") -> None:
         self.subscriptions.discard(subscription)
         if not self.subscriptions and not self.closed:
             self.closed = True
@@ -293,6 +339,10 @@ class TopicFeed:
                 logger.warning("live feed '%s' could not check its topic's head", self.topic_name, exc_info=True)
 
     async def _on_notification(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "topic.nudged":
+            for watcher in [member for member in self.subscriptions if isinstance(member, Watcher)]:
+                watcher.nudge()
+            return
         if message.get("type") == "topic.deleted":
             if message.get("topicPk") in (None, self._topic_pk):
                 raise NotFound(f"topic '{self.topic_name}' was deleted", field="topic")
@@ -376,6 +426,13 @@ class LiveHub:
             if not feed.closed:  # it may have closed while this coroutine waited for it to start
                 return feed.attach(ref)
 
+    async def watch(self, ref: TopicRef) -> Watcher:
+        """A :class:`Watcher` on the topic's running feed (started if needed), the way :meth:`attach` does."""
+        while True:
+            feed = await self.feed(ref.name)
+            if not feed.closed:
+                return feed.watch(ref)
+
     def forget(self, feed: TopicFeed) -> None:
         if self.feeds.get(feed.topic_name) is feed:
             del self.feeds[feed.topic_name]
@@ -443,3 +500,24 @@ async def subscribe(ref: TopicRef, from_offset: int | None = None) -> AsyncItera
         await iterator.aclose()
         if subscription is not None:
             subscription.feed.detach(subscription)
+
+
+@asynccontextmanager
+async def watch(ref: TopicRef) -> AsyncIterator[Watcher]:
+    """A :class:`Watcher` for ``ref`` for the duration of the block: set by every event committed to it from the
+    moment this returns (authorization is the caller's), and by :func:`nudge`."""
+    watcher = await get_hub().watch(ref)
+    try:
+        yield watcher
+    finally:
+        watcher.feed.detach(watcher)
+
+
+async def nudge(topic_name: str) -> None:
+    """Wake every :class:`Watcher` of the topic in every process: something other than a new event may now be
+    worth reading (a consumer's events became available again). Never raises: a lost nudge only delays the
+    watchers until their own timeout."""
+    try:
+        await get_channel_layer().group_send(group_name(topic_name), {"type": "topic.nudged", "topic": topic_name})
+    except Exception:
+        logger.warning("could not nudge the watchers of '%s'", topic_name, exc_info=True)

@@ -16,7 +16,7 @@ import grimp
 # Highest first: a package may import those below it, never those above (docs/architecture.md).
 LAYERS: list[list[str]] = [
     ["api", "grpc_api", "ws_api", "console"],
-    ["webhooks"],
+    ["webhooks", "consumers"],
     ["events"],
     ["topics"],
     ["eventrelay"],
@@ -64,7 +64,7 @@ def main() -> int:
         print(f"  {a:>10} -> {b:<10} {len(pairs)}")
     print("\nimports that run up the layers or sideways between transports")
     for (a, b), pairs in sorted(arrows.items()):
-        if layer_of(a) < layer_of(b) or (layer_of(a) == layer_of(b) == 0):
+        if layer_of(a) < layer_of(b):
             continue
         for importer, imported in pairs:
             if importer in ROUTING:
@@ -73,7 +73,7 @@ def main() -> int:
             print(f"  {importer} -> {imported}")
     print("\nthe domain importing generated protobuf code")
     for importer in sorted(graph.modules):
-        if package_of(importer) in {"events", "topics", "webhooks"} or (
+        if package_of(importer) in {"events", "topics", "webhooks", "consumers"} or (
             package_of(importer) == "eventrelay" and not importer.startswith(GENERATED)
         ):
             for imported in graph.find_modules_directly_imported_by(importer):

@@ -1,0 +1,426 @@
+"""The SQL behind a consumer: handing events out under leases, and what acks, nacks, extends, seeks and redrives
+do to them. ``consumers.services`` authorizes and validates; everything here trusts its arguments.
+
+Concurrency, all in PostgreSQL:
+
+- A fetch locks its consumer's row ``FOR NO KEY UPDATE`` for its whole transaction, so the fetches of one
+  consumer run one at a time: two never hand out the same event, and ``next_offset`` only moves forward.
+  Fetches of different consumers never wait for each other.
+- Acks, nacks and extends take ``FOR KEY SHARE``, which does not wait for a fetch, and touch only their own
+  rows; a seek takes ``FOR UPDATE`` and waits for all of them, so an ackId of the epoch before a seek can never
+  act on an event handed out after it.
+- New events come from the topic table after ``next_offset`` (primary key, or the ``(topic_id, offset)`` index
+  for an id-scoped consumer); offsets are gapless and committed in order, so an event not yet visible has no
+  visible successor and nothing is skipped. Redeliveries come from ``consumers_pending_due``.
+
+Timestamps are PostgreSQL's ``now()`` throughout: leases do not depend on the clocks of the processes.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from consumers.models import Consumer, DeadLetter, PendingEvent
+from events.canonical import StoredEvent
+from topics.models import Topic
+from topics.tables import EVENT_COLUMNS, quoted_table
+
+PENDING = PendingEvent._meta.db_table
+DEAD = DeadLetter._meta.db_table
+CONSUMERS = Consumer._meta.db_table
+TOPICS = Topic._meta.db_table
+
+LEASED, WAITING, QUEUED = PendingEvent.LEASED, PendingEvent.WAITING, PendingEvent.QUEUED
+EXPIRED_REASON = "not acknowledged within ackWaitSeconds"
+
+
+@dataclass(frozen=True, slots=True)
+class Handout:
+    """One event handed to a fetch: which delivery of it this is, and the event."""
+
+    delivery_count: int
+    event: StoredEvent
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    handouts: list[Handout]
+    epoch: int
+    # Seconds until the earliest lease or nack delay of this consumer ends (None: nothing is waiting on time).
+    next_due_in: float | None
+    # Whether anything is pending: an ack elsewhere may then free room (maxInFlight) or an ordered topic id.
+    has_pending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    next_offset: int
+    lowest_pending: int | None
+    pending: int  # handed out and not acknowledged (leased or waiting for redelivery)
+    leased: int
+    redelivering: int  # pending events delivered more than once
+    queued: int  # ordered: waiting behind an earlier event of their topic id, never handed out yet
+    dead_letters: int
+    head: int  # the topic's last offset
+
+    @property
+    def ack_floor(self) -> int:
+        return (self.lowest_pending if self.lowest_pending is not None else self.next_offset) - 1
+
+
+# --- Fetch -------------------------------------------------------------------------------------------------
+
+
+def fetch(consumer_pk: int, max_events: int) -> FetchOutcome | None:
+    """Lease up to ``max_events`` events: due redeliveries first (lowest offset first), then new events in offset
+    order. None when the consumer no longer exists. Runs in its own transaction (the caller's ``atomic``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.epoch, c.next_offset, c.ack_wait_seconds, c.max_deliveries, c.max_in_flight, c.ordered, "
+            f"c.event_names::text, c.ref_id, t.name, t.last_offset FROM {CONSUMERS} c JOIN {TOPICS} t ON t.id = c.topic_id "
+            "WHERE c.id = %s FOR NO KEY UPDATE OF c",
+            [consumer_pk],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        epoch, next_offset, ack_wait, max_deliveries, max_in_flight, ordered, names_json, ref_id, topic_name, head = row
+        names = json.loads(names_json)
+        _bury_expired(cursor, consumer_pk, max_deliveries)
+        cursor.execute(
+            f"SELECT count(*) FILTER (WHERE state <> %s), count(*) FROM {PENDING} WHERE consumer_id = %s",
+            [QUEUED, consumer_pk],
+        )
+        in_flight, rows = cursor.fetchone()
+        redelivered = _lease_due(cursor, consumer_pk, ack_wait, max_events, ordered=ordered)
+        room = min(max_events - len(redelivered), max_in_flight - in_flight)
+        fresh: list[tuple[int, tuple[Any, ...]]] = []
+        if room > 0 and next_offset <= head and not (ordered and rows >= settings.ER_CONSUMER_MAX_QUEUED):
+            fresh, next_offset = _lease_new(
+                cursor,
+                consumer_pk,
+                topic_name,
+                ref_id or None,
+                names,
+                next_offset=next_offset,
+                head=head,
+                limit=room,
+                ack_wait=ack_wait,
+                ordered=ordered,
+            )
+        events = _events_at(cursor, consumer_pk, topic_name, [offset for offset, _ in redelivered])
+        handouts = [Handout(count, events[offset]) for offset, count in redelivered if offset in events]
+        handouts += [Handout(1, _to_event(topic_name, event_row)) for _, event_row in fresh]
+        if handouts:
+            return FetchOutcome(handouts, epoch, None, True)
+        # Nothing to hand out: what a long-polling caller needs to know to wait well.
+        cursor.execute(
+            "SELECT extract(epoch FROM min(available_at) FILTER (WHERE available_at > now()) - now()), "
+            f"count(*) > 0 FROM {PENDING} WHERE consumer_id = %s",
+            [consumer_pk],
+        )
+        due_in, has_pending = cursor.fetchone()
+    return FetchOutcome([], epoch, None if due_in is None else float(due_in), has_pending)
+
+
+def _bury_expired(cursor: Any, consumer_pk: int, max_deliveries: int) -> None:
+    """Dead-letter the events whose last allowed delivery's lease ran out."""
+    cursor.execute(
+        f"WITH dead AS (DELETE FROM {PENDING} WHERE consumer_id = %s AND state = %s AND available_at <= now() "
+        'AND delivery_count >= %s RETURNING "offset", topic_id, event_id, delivery_count, last_error) '
+        f'{_INSERT_DEAD} SELECT %s, "offset", topic_id, event_id, delivery_count, '
+        "CASE WHEN last_error = '' THEN %s ELSE last_error END, now() FROM dead "
+        f"{_ON_DEAD_CONFLICT}",
+        [consumer_pk, LEASED, max_deliveries, consumer_pk, EXPIRED_REASON],
+    )
+
+
+_INSERT_DEAD = f'INSERT INTO {DEAD} (consumer_id, "offset", topic_id, event_id, deliveries, last_error, dead_at)'
+_ON_DEAD_CONFLICT = (
+    'ON CONFLICT (consumer_id, "offset") DO UPDATE SET deliveries = EXCLUDED.deliveries, '
+    "last_error = EXCLUDED.last_error, dead_at = EXCLUDED.dead_at"
+)
+
+
+def _lease_due(cursor: Any, consumer_pk: int, ack_wait: int, limit: int, *, ordered: bool) -> list[tuple[int, int]]:
+    """Lease the pending events that may be handed out now: expired leases, nack delays that passed, redriven
+    dead letters, and (ordered) events queued behind their topic id once it is free. (offset, delivery count)."""
+    if limit <= 0:
+        return []
+    # With ``ordered``, only the lowest pending event of a topic id may go: it alone can be leased at a time.
+    head_of_its_id = (
+        f"AND NOT EXISTS (SELECT 1 FROM {PENDING} e WHERE e.consumer_id = p.consumer_id "
+        'AND e.topic_id = p.topic_id AND e."offset" < p."offset")'
+        if ordered
+        else ""
+    )
+    cursor.execute(
+        f"UPDATE {PENDING} p SET state = %s, delivery_count = p.delivery_count + 1, "
+        "available_at = now() + make_interval(secs => %s) "
+        f'FROM (SELECT "offset" FROM {PENDING} p WHERE consumer_id = %s AND available_at <= now() {head_of_its_id} '
+        'ORDER BY "offset" LIMIT %s) due '
+        'WHERE p.consumer_id = %s AND p."offset" = due."offset" RETURNING p."offset", p.delivery_count',
+        [LEASED, ack_wait, consumer_pk, limit, consumer_pk],
+    )
+    return sorted(cursor.fetchall())
+
+
+def _lease_new(
+    cursor: Any,
+    consumer_pk: int,
+    topic_name: str,
+    topic_id: str | None,
+    names: list[str],
+    *,
+    next_offset: int,
+    head: int,
+    limit: int,
+    ack_wait: int,
+    ordered: bool,
+) -> tuple[list[tuple[int, tuple[Any, ...]]], int]:
+    """Lease new events from ``next_offset`` on; return them (offset, row) and the new ``next_offset``."""
+    conditions = ['"offset" >= %s', '"offset" <= %s']
+    params: list[Any] = [next_offset]
+    # A name filter reads the primary key range, so one fetch looks at a bounded window of it: a rare name
+    # costs several short fetches, never one long scan.
+    up_to = min(head, next_offset + settings.ER_CONSUMER_SCAN_WINDOW - 1) if names else head
+    params.append(up_to)
+    if topic_id is not None:
+        conditions.append("topic_id = %s")
+        params.append(topic_id)
+    if names:
+        conditions.append("name = ANY(%s)")
+        params.append(names)
+    cursor.execute(
+        f"SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE {' AND '.join(conditions)} "
+        'ORDER BY "offset" LIMIT %s',
+        [*params, limit],
+    )
+    rows = cursor.fetchall()
+    new_next = rows[-1][0] + 1 if len(rows) == limit else up_to + 1
+    cursor.execute(f"UPDATE {CONSUMERS} SET next_offset = %s WHERE id = %s", [new_next, consumer_pk])
+    if not rows:
+        return [], new_next
+    blocked: set[str] = set()
+    if ordered:
+        cursor.execute(
+            f"SELECT DISTINCT topic_id FROM {PENDING} WHERE consumer_id = %s AND topic_id = ANY(%s)",
+            [consumer_pk, list({row[3] for row in rows})],
+        )
+        blocked = {topic for (topic,) in cursor.fetchall()}
+    leased: list[tuple[int, tuple[Any, ...]]] = []
+    offsets, topic_ids, event_ids, states = [], [], [], []
+    for row in rows:
+        offset, event_id, topic = row[0], row[1], row[3]
+        if topic in blocked:
+            state = QUEUED
+        else:
+            state = LEASED
+            leased.append((offset, row))
+            if ordered:
+                blocked.add(topic)
+        offsets.append(offset)
+        topic_ids.append(topic)
+        event_ids.append(event_id)
+        states.append(state)
+    cursor.execute(
+        f'INSERT INTO {PENDING} (consumer_id, "offset", topic_id, event_id, delivery_count, state, available_at, '
+        "last_error) SELECT %s, o, t, e, CASE WHEN s = %s THEN 1 ELSE 0 END, s, "
+        "CASE WHEN s = %s THEN now() + make_interval(secs => %s) ELSE now() END, '' "
+        "FROM unnest(%s::bigint[], %s::text[], %s::uuid[], %s::text[]) AS r(o, t, e, s)",
+        [consumer_pk, LEASED, LEASED, ack_wait, offsets, topic_ids, event_ids, states],
+    )
+    return leased, new_next
+
+
+def _events_at(cursor: Any, consumer_pk: int, topic_name: str, offsets: list[int]) -> dict[int, StoredEvent]:
+    """The stored events at ``offsets``. A pending event whose row is gone from the topic table (retention) is
+    dropped from the consumer too: there is nothing left to hand out."""
+    if not offsets:
+        return {}
+    cursor.execute(f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE "offset" = ANY(%s)', [offsets])
+    events = {row[0]: _to_event(topic_name, row) for row in cursor.fetchall()}
+    gone = [offset for offset in offsets if offset not in events]
+    if gone:
+        cursor.execute(f'DELETE FROM {PENDING} WHERE consumer_id = %s AND "offset" = ANY(%s)', [consumer_pk, gone])
+    return events
+
+
+def _to_event(topic_name: str, row: Sequence[Any]) -> StoredEvent:
+    offset, event_id, name, topic_id, source, user_id, occurred_at, context_json, data_json, wire = row
+    return StoredEvent(
+        offset=offset,
+        event_id=event_id,
+        name=name,
+        topic_name=topic_name,
+        topic_id=topic_id,
+        source=source,
+        user_id=user_id,
+        event_occurred_at=occurred_at,
+        context_json=context_json,
+        data_json=data_json,
+        wire=None if wire is None else bytes(wire),
+    )
+
+
+# --- Acks, nacks, extends ----------------------------------------------------------------------------------
+
+
+def lock_for_ack(cursor: Any, consumer_pk: int) -> tuple[int, int, int, int] | None:
+    """Lock the consumer against a seek (``FOR KEY SHARE``: fetches go on); return its epoch, next offset, ack
+    wait and max deliveries, or None when it no longer exists."""
+    cursor.execute(
+        f"SELECT epoch, next_offset, ack_wait_seconds, max_deliveries FROM {CONSUMERS} WHERE id = %s FOR KEY SHARE",
+        [consumer_pk],
+    )
+    row = cursor.fetchone()
+    return None if row is None else tuple(row)
+
+
+def ack(cursor: Any, consumer_pk: int, offsets: list[int]) -> None:
+    """The events are done, whichever delivery of them is out."""
+    cursor.execute(
+        f'DELETE FROM {PENDING} WHERE consumer_id = %s AND "offset" = ANY(%s) AND state <> %s',
+        [consumer_pk, offsets, QUEUED],
+    )
+
+
+def nack(
+    cursor: Any,
+    consumer_pk: int,
+    deliveries: list[tuple[int, int]],
+    *,
+    delay_ms: int,
+    reason: str,
+    max_deliveries: int,
+) -> set[int]:
+    """Make these deliveries available again after ``delay_ms``, or dead-letter those that were the last allowed
+    one. Only a delivery still out counts; returns the offsets acted on."""
+    offsets, counts = _columns(deliveries)
+    cursor.execute(
+        f"WITH target AS (SELECT * FROM unnest(%s::bigint[], %s::int[]) AS t(o, d)), "
+        f'dead AS (DELETE FROM {PENDING} p USING target WHERE p.consumer_id = %s AND p."offset" = target.o '
+        "AND p.delivery_count = target.d AND p.state = %s AND p.delivery_count >= %s "
+        'RETURNING p."offset", p.topic_id, p.event_id, p.delivery_count), '
+        f'buried AS ({_INSERT_DEAD} SELECT %s, "offset", topic_id, event_id, delivery_count, %s, now() FROM dead '
+        f'{_ON_DEAD_CONFLICT} RETURNING "offset"), '
+        f"retried AS (UPDATE {PENDING} p SET state = %s, available_at = now() + make_interval(secs => %s), "
+        'last_error = %s FROM target WHERE p.consumer_id = %s AND p."offset" = target.o '
+        'AND p.delivery_count = target.d AND p.state = %s AND p.delivery_count < %s RETURNING p."offset") '
+        'SELECT "offset" FROM buried UNION ALL SELECT "offset" FROM retried',
+        [
+            offsets,
+            counts,
+            consumer_pk,
+            LEASED,
+            max_deliveries,
+            consumer_pk,
+            reason or "nacked",
+            WAITING,
+            delay_ms / 1000,
+            reason,
+            consumer_pk,
+            LEASED,
+            max_deliveries,
+        ],
+    )
+    return {offset for (offset,) in cursor.fetchall()}
+
+
+def extend(cursor: Any, consumer_pk: int, deliveries: list[tuple[int, int]], *, ack_wait: int) -> set[int]:
+    """Restart the leases of these deliveries, if they are still out; return the offsets extended."""
+    offsets, counts = _columns(deliveries)
+    cursor.execute(
+        f"UPDATE {PENDING} p SET available_at = now() + make_interval(secs => %s) "
+        "FROM unnest(%s::bigint[], %s::int[]) AS t(o, d) "
+        'WHERE p.consumer_id = %s AND p."offset" = t.o AND p.delivery_count = t.d AND p.state = %s '
+        'RETURNING p."offset"',
+        [ack_wait, offsets, counts, consumer_pk, LEASED],
+    )
+    return {offset for (offset,) in cursor.fetchall()}
+
+
+def _columns(deliveries: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    return [offset for offset, _ in deliveries], [count for _, count in deliveries]
+
+
+# --- Seek, redrive, position -------------------------------------------------------------------------------
+
+
+def seek(cursor: Any, consumer_pk: int, offset: int) -> bool:
+    """Start over from ``offset``: every lease and pending redelivery is dropped, and so are the dead letters at
+    or after it (they are replayed). False when the consumer no longer exists."""
+    cursor.execute(f"SELECT 1 FROM {CONSUMERS} WHERE id = %s FOR UPDATE", [consumer_pk])
+    if cursor.fetchone() is None:
+        return False
+    cursor.execute(f"DELETE FROM {PENDING} WHERE consumer_id = %s", [consumer_pk])
+    cursor.execute(f'DELETE FROM {DEAD} WHERE consumer_id = %s AND "offset" >= %s', [consumer_pk, offset])
+    cursor.execute(f"UPDATE {CONSUMERS} SET next_offset = %s, epoch = epoch + 1 WHERE id = %s", [offset, consumer_pk])
+    return True
+
+
+def redrive(cursor: Any, consumer_pk: int, offsets: list[int] | None) -> list[int]:
+    """Move dead letters (all, or those at ``offsets``) back to pending with no deliveries; return their offsets."""
+    only = 'AND "offset" = ANY(%s)' if offsets is not None else ""
+    cursor.execute(
+        f"WITH moved AS (DELETE FROM {DEAD} WHERE consumer_id = %s {only} "
+        'RETURNING "offset", topic_id, event_id) '
+        f'INSERT INTO {PENDING} (consumer_id, "offset", topic_id, event_id, delivery_count, state, available_at, '
+        f"last_error) SELECT %s, \"offset\", topic_id, event_id, 0, %s, now(), '' FROM moved "
+        'ON CONFLICT (consumer_id, "offset") DO NOTHING RETURNING "offset"',
+        [consumer_pk, *([offsets] if offsets is not None else []), consumer_pk, WAITING],
+    )
+    return sorted(offset for (offset,) in cursor.fetchall())
+
+
+def dead_letter_offsets(cursor: Any, consumer_pk: int, offsets: list[int]) -> set[int]:
+    cursor.execute(
+        f'SELECT "offset" FROM {DEAD} WHERE consumer_id = %s AND "offset" = ANY(%s) FOR UPDATE',
+        [consumer_pk, offsets],
+    )
+    return {offset for (offset,) in cursor.fetchall()}
+
+
+def position(cursor: Any, consumer_pk: int) -> Position | None:
+    """Where a consumer stands, in one statement (the expired leases at their last delivery are buried first, so
+    the figures do not wait for the next fetch)."""
+    cursor.execute(f"SELECT max_deliveries FROM {CONSUMERS} WHERE id = %s", [consumer_pk])
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    _bury_expired(cursor, consumer_pk, row[0])
+    cursor.execute(
+        f"SELECT c.next_offset, t.last_offset, p.lowest, p.pending, p.leased, p.redelivering, p.queued, "
+        f"(SELECT count(*) FROM {DEAD} d WHERE d.consumer_id = c.id) "
+        f"FROM {CONSUMERS} c JOIN {TOPICS} t ON t.id = c.topic_id, LATERAL ("
+        '  SELECT min("offset") AS lowest, count(*) FILTER (WHERE state <> %s) AS pending,'
+        "  count(*) FILTER (WHERE state = %s AND available_at > now()) AS leased,"
+        "  count(*) FILTER (WHERE delivery_count > 1) AS redelivering,"
+        "  count(*) FILTER (WHERE state = %s) AS queued"
+        f"  FROM {PENDING} WHERE consumer_id = c.id) p "
+        "WHERE c.id = %s",
+        [QUEUED, LEASED, QUEUED, consumer_pk],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    next_offset, head, lowest, pending, leased, redelivering, queued, dead = row
+    return Position(next_offset, lowest, pending, leased, redelivering, queued, dead, head)
+
+
+def count_unexamined(cursor: Any, topic_name: str, topic_id: str | None, names: list[str], *, next_offset: int) -> int:
+    """How many matching events lie at or after ``next_offset`` (not handed out yet)."""
+    conditions = ['"offset" >= %s']
+    params: list[Any] = [next_offset]
+    if topic_id is not None:
+        conditions.append("topic_id = %s")
+        params.append(topic_id)
+    if names:
+        conditions.append("name = ANY(%s)")
+        params.append(names)
+    cursor.execute(f"SELECT count(*) FROM {quoted_table(topic_name)} WHERE {' AND '.join(conditions)}", params)
+    return int(cursor.fetchone()[0])

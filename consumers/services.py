@@ -1,0 +1,581 @@
+"""Durable consumers, as every transport calls them (docs/consumers.md is the contract).
+
+Each function takes the caller's ``Principal`` and the consumer's topic reference and name, authorizes like a
+pull (whoever may read ``users:123`` may create, use and delete the consumers of ``users:123``, and nothing
+else), validates its arguments with errors that name the field, and leaves the SQL to ``consumers.leases``.
+Rate limits are the transports' (a fetch is one request, whatever it returns). The console uses the
+functions that take a ``Consumer`` it has already found (``describe``, ``seek_consumer``, ...).
+
+An ackId is ``<consumer>-<epoch>-<offset>-<delivery>``: which consumer, which seek generation, which event and
+which delivery of it. Acks need only the event; nacks and extends act only on the delivery still out, so a
+worker whose lease ran out cannot disturb the one that has the event now.
+"""
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from consumers import leases
+from consumers.models import Consumer, DeadLetter
+from eventrelay.auth import Principal, require_read
+from eventrelay.db import run_sync
+from eventrelay.errors import AlreadyExists, InvalidInput, NotFound
+from eventrelay.refs import TopicRef
+from events import live
+from events.canonical import StoredEvent
+from topics.services import get_topic
+
+logger = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_ACK_ID_RE = re.compile(r"(\d{1,18})-(\d{1,9})-(\d{1,18})-(\d{1,4})")
+
+MAX_EVENT_NAMES = 100
+MAX_REASON_LENGTH = 2000
+
+# (camelCase field, model field, default, lowest, highest)
+_RANGES = [
+    ("ackWaitSeconds", "ack_wait_seconds", 30, 1, 43_200),
+    ("maxDeliveries", "max_deliveries", 20, 1, 1000),
+    ("maxInFlight", "max_in_flight", 1000, 1, 10_000),
+]
+SETTINGS_FIELDS = {"startOffset", "eventNames", "ordered", *(field for field, *_ in _RANGES)}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    """A consumer's settings and position, as every API reports it (``as_canonical``)."""
+
+    name: str
+    topic: str
+    start_offset: int
+    ack_wait_seconds: int
+    max_deliveries: int
+    max_in_flight: int
+    event_names: list[str]
+    ordered: bool
+    ack_floor: int
+    pending: int
+    lag: int
+    dead_letters: int
+    created_at: datetime
+    # Beyond the API's shape, for the console: the next offset to examine, leases out now, pending events
+    # delivered more than once, and (ordered) events waiting behind their topic id.
+    next_offset: int
+    leased: int
+    redelivering: int
+    queued: int
+
+    def as_canonical(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "topic": self.topic,
+            "startOffset": self.start_offset,
+            "ackWaitSeconds": self.ack_wait_seconds,
+            "maxDeliveries": self.max_deliveries,
+            "maxInFlight": self.max_in_flight,
+            "eventNames": list(self.event_names),
+            "ordered": self.ordered,
+            "ackFloor": self.ack_floor,
+            "pending": self.pending,
+            "lag": self.lag,
+            "deadLetters": self.dead_letters,
+            "createdAt": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    ack_id: str
+    delivery_count: int
+    event: StoredEvent
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    """``stale``: the ackIds of the call that acted on nothing, because the delivery they name is no longer out
+    (acked already, redelivered since, dead-lettered, or the consumer was sought)."""
+
+    stale: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterInfo:
+    offset: int
+    event_id: str
+    topic: str
+    deliveries: int
+    last_error: str
+    dead_at: datetime
+
+    def as_canonical(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "eventId": self.event_id,
+            "topic": self.topic,
+            "deliveries": self.deliveries,
+            "lastError": self.last_error,
+            "deadAt": self.dead_at,
+        }
+
+
+class _AckId(NamedTuple):
+    position: int
+    text: str
+    epoch: int
+    offset: int
+    delivery: int
+
+
+# --- Lifecycle ---------------------------------------------------------------------------------------------
+
+
+def create_consumer(principal: Principal, topic_ref: object, name: object, options: Mapping[str, Any]) -> ConsumerInfo:
+    """Create consumer ``name`` of ``topic_ref`` with ``options`` (the camelCase settings, all optional).
+    ``AlreadyExists`` when the reference already has a consumer of that name."""
+    ref = _authorized(principal, topic_ref)
+    name = validate_name(name)
+    values = _settings(options)
+    topic = get_topic(ref.name)
+    start = values.pop("start_offset")
+    start = topic.last_offset + 1 if start == -1 else max(start, 1)
+    try:
+        with transaction.atomic():
+            consumer = Consumer.objects.create(
+                topic=topic, ref_id=ref.id or "", name=name, start_offset=start, next_offset=start, **values
+            )
+    except IntegrityError:
+        raise AlreadyExists(f"topic '{ref}' already has a consumer named '{name}'", field="name") from None
+    return describe(consumer)
+
+
+def get_consumer(principal: Principal, topic_ref: object, name: object) -> ConsumerInfo:
+    return describe(_resolve(principal, topic_ref, name))
+
+
+def list_consumers(principal: Principal, topic_ref: object) -> list[ConsumerInfo]:
+    ref = _authorized(principal, topic_ref)
+    get_topic(ref.name)
+    return [describe(consumer) for consumer in Consumer.objects.of_ref(ref.name, ref.id or "").select_related("topic")]
+
+
+def delete_consumer(principal: Principal, topic_ref: object, name: object) -> None:
+    _resolve(principal, topic_ref, name).delete()
+
+
+def consumers_of_topic(topic_name: str) -> list[ConsumerInfo]:
+    """Every consumer of a topic, whatever its id scope (the console's view of a topic)."""
+    return [describe(consumer) for consumer in Consumer.objects.filter(topic__name=topic_name).select_related("topic")]
+
+
+def describe(consumer: Consumer) -> ConsumerInfo:
+    """``consumer``'s settings and where it stands now."""
+    with connection.cursor() as cursor:
+        where = leases.position(cursor, consumer.pk)
+        if where is None:
+            raise NotFound(f"consumer '{consumer.name}' of '{consumer.ref_text}' does not exist", field="consumer")
+        names = list(consumer.event_names)
+        if consumer.ref_id or names:
+            unexamined = leases.count_unexamined(
+                cursor, consumer.topic.name, consumer.ref_id or None, names, next_offset=where.next_offset
+            )
+        else:
+            unexamined = max(where.head - where.next_offset + 1, 0)
+    return ConsumerInfo(
+        name=consumer.name,
+        topic=consumer.ref_text,
+        start_offset=consumer.start_offset,
+        ack_wait_seconds=consumer.ack_wait_seconds,
+        max_deliveries=consumer.max_deliveries,
+        max_in_flight=consumer.max_in_flight,
+        event_names=names,
+        ordered=consumer.ordered,
+        ack_floor=where.ack_floor,
+        pending=where.pending,
+        lag=where.pending + where.queued + unexamined,
+        dead_letters=where.dead_letters,
+        created_at=consumer.created_at,
+        next_offset=where.next_offset,
+        leased=where.leased,
+        redelivering=where.redelivering,
+        queued=where.queued,
+    )
+
+
+# --- Fetch -------------------------------------------------------------------------------------------------
+
+
+def fetch(principal: Principal, topic_ref: object, name: object, max_events: object = None) -> list[Delivery]:
+    """Lease up to ``max_events`` events now (no waiting): due redeliveries first, then new events."""
+    consumer = _resolve(principal, topic_ref, name)
+    outcome = _fetch_once(consumer.pk, consumer.name, _max_events(max_events))
+    return _deliveries(consumer.pk, outcome)
+
+
+async def afetch(
+    principal: Principal, topic_ref: object, name: object, max_events: object = None, wait_ms: object = None
+) -> list[Delivery]:
+    """:func:`fetch`, for the async transports, with long-polling: when nothing is available and ``wait_ms`` > 0,
+    wait for new events of the topic (woken by the live hub, holding no database connection), for the next
+    lease or nack delay to end, or for a nudge (a nack, redrive or seek elsewhere), and return as soon as
+    anything is handed out, or empty at the deadline."""
+    limit = _max_events(max_events)
+    wait = _wait_ms(wait_ms)
+    ref = _authorized(principal, topic_ref)
+    if wait == 0:
+        found, outcome = await run_sync(_resolve_and_fetch, ref, name, limit)
+        return _deliveries(found.pk, outcome)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait / 1000
+    recheck = settings.ER_CONSUMER_RECHECK_MS / 1000
+    # Watching starts before the first read: an event committed between the read and the wait still wakes it.
+    async with _watching(ref) as watcher:
+        consumer, outcome = await run_sync(_resolve_and_fetch, ref, name, limit)
+        while True:
+            remaining = deadline - loop.time()
+            if outcome.handouts or remaining <= 0:
+                return _deliveries(consumer.pk, outcome)
+            timeout = remaining
+            if outcome.next_due_in is not None:
+                timeout = min(timeout, max(outcome.next_due_in, 0.001))
+            if outcome.has_pending:
+                timeout = min(timeout, recheck)
+            await watcher.wait(timeout)
+            outcome = await run_sync(_fetch_once, consumer.pk, consumer.name, limit)
+
+
+class _Polling:
+    """What a long-poll waits on when the live hub cannot be reached (Redis down): time alone, so events are
+    still found, a recheck interval late at worst."""
+
+    async def wait(self, timeout: float) -> bool:
+        await asyncio.sleep(min(timeout, settings.ER_CONSUMER_RECHECK_MS / 1000))
+        return False
+
+
+@asynccontextmanager
+async def _watching(ref: TopicRef) -> AsyncIterator["live.Watcher | _Polling"]:
+    try:
+        watch = live.watch(ref)
+        watcher = await watch.__aenter__()
+    except NotFound:
+        raise
+    except Exception:
+        logger.warning("cannot watch '%s' for new events; long-polls poll meanwhile", ref, exc_info=True)
+        yield _Polling()
+        return
+    try:
+        yield watcher
+    finally:
+        await watch.__aexit__(None, None, None)
+
+
+def _resolve_and_fetch(ref: TopicRef, name: object, limit: int) -> tuple[Consumer, leases.FetchOutcome]:
+    consumer = _resolve_authorized(ref, name)
+    return consumer, _fetch_once(consumer.pk, consumer.name, limit)
+
+
+def _fetch_once(consumer_pk: int, name: str, limit: int) -> leases.FetchOutcome:
+    with transaction.atomic():
+        outcome = leases.fetch(consumer_pk, limit)
+    if outcome is None:
+        raise NotFound(f"consumer '{name}' was deleted", field="consumer")
+    return outcome
+
+
+def _deliveries(consumer_pk: int, outcome: leases.FetchOutcome) -> list[Delivery]:
+    return [
+        Delivery(
+            ack_id_of(consumer_pk, outcome.epoch, handout.event.offset, handout.delivery_count),
+            handout.delivery_count,
+            handout.event,
+        )
+        for handout in outcome.handouts
+    ]
+
+
+def ack_id_of(consumer_pk: int, epoch: int, offset: int, delivery: int) -> str:
+    return f"{consumer_pk}-{epoch}-{offset}-{delivery}"
+
+
+# --- Ack, nack, extend -------------------------------------------------------------------------------------
+
+
+def ack(principal: Principal, topic_ref: object, name: object, ack_ids: object) -> AckOutcome:
+    """The events are done. Idempotent; an ackId of a delivery that was redelivered since still acks the event.
+    One unknown or malformed ackId refuses the call and nothing of it is applied."""
+    consumer = _resolve(principal, topic_ref, name)
+    parsed = _parse_ack_ids(consumer.pk, ack_ids)
+    with transaction.atomic(), connection.cursor() as cursor:
+        epoch = _lock_and_check(cursor, consumer, parsed)
+        current = [item for item in parsed if item.epoch == epoch]
+        if current:
+            leases.ack(cursor, consumer.pk, [item.offset for item in current])
+    if consumer.ordered and current:
+        _nudge(consumer)  # the next event of each acked topic id may go now
+    return AckOutcome([item.text for item in parsed if item.epoch != epoch])
+
+
+def nack(
+    principal: Principal,
+    topic_ref: object,
+    name: object,
+    ack_ids: object,
+    delay_ms: object = None,
+    reason: object = None,
+) -> AckOutcome:
+    """These deliveries failed: the events come back after ``delay_ms`` (default 0), or are dead-lettered with
+    ``reason`` when that was their last allowed delivery."""
+    consumer = _resolve(principal, topic_ref, name)
+    parsed = _parse_ack_ids(consumer.pk, ack_ids)
+    delay = _whole_number(delay_ms, "delayMs", default=0, lowest=0, highest=43_200_000)
+    if reason is None:
+        reason = ""
+    if not isinstance(reason, str):
+        raise InvalidInput("reason must be a string", field="reason")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise InvalidInput(
+            f"reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH} are allowed", field="reason"
+        )
+    with transaction.atomic(), connection.cursor() as cursor:
+        epoch = _lock_and_check(cursor, consumer, parsed)
+        current = [item for item in parsed if item.epoch == epoch]
+        done = (
+            leases.nack(
+                cursor,
+                consumer.pk,
+                [(item.offset, item.delivery) for item in current],
+                delay_ms=delay,
+                reason=reason,
+                max_deliveries=consumer.max_deliveries,
+            )
+            if current
+            else set()
+        )
+    if done:
+        _nudge(consumer)
+    return AckOutcome([item.text for item in parsed if item.epoch != epoch or item.offset not in done])
+
+
+def extend(principal: Principal, topic_ref: object, name: object, ack_ids: object) -> AckOutcome:
+    """Restart the leases of these deliveries (a worker still busy with them)."""
+    consumer = _resolve(principal, topic_ref, name)
+    parsed = _parse_ack_ids(consumer.pk, ack_ids)
+    with transaction.atomic(), connection.cursor() as cursor:
+        epoch = _lock_and_check(cursor, consumer, parsed)
+        current = [item for item in parsed if item.epoch == epoch]
+        done = (
+            leases.extend(
+                cursor,
+                consumer.pk,
+                [(item.offset, item.delivery) for item in current],
+                ack_wait=consumer.ack_wait_seconds,
+            )
+            if current
+            else set()
+        )
+    return AckOutcome([item.text for item in parsed if item.epoch != epoch or item.offset not in done])
+
+
+def _parse_ack_ids(consumer_pk: int, ack_ids: object) -> list[_AckId]:
+    if not isinstance(ack_ids, list | tuple):
+        raise InvalidInput("ackIds must be a list of ackIds", field="ackIds")
+    if len(ack_ids) > settings.ER_CONSUMER_MAX_ACK_IDS:
+        raise InvalidInput(
+            f"ackIds has {len(ack_ids)} items; at most {settings.ER_CONSUMER_MAX_ACK_IDS} are allowed", field="ackIds"
+        )
+    parsed = []
+    for position, text in enumerate(ack_ids):
+        match = _ACK_ID_RE.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise InvalidInput(f"ackIds[{position}]: {text!r} is not an ackId", field="ackIds")
+        owner, epoch, offset, delivery = (int(part) for part in match.groups())
+        if owner != consumer_pk:
+            raise InvalidInput(f"ackIds[{position}]: {text!r} belongs to another consumer", field="ackIds")
+        parsed.append(_AckId(position, text, epoch, offset, delivery))
+    return parsed
+
+
+def _lock_and_check(cursor: Any, consumer: Consumer, parsed: list[_AckId]) -> int:
+    """Lock the consumer against a seek and refuse ackIds it never handed out; return its epoch."""
+    state = leases.lock_for_ack(cursor, consumer.pk)
+    if state is None:
+        raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
+    epoch, next_offset, _, _ = state
+    for item in parsed:
+        if item.epoch > epoch or (item.epoch == epoch and (item.offset >= next_offset or item.delivery < 1)):
+            raise InvalidInput(
+                f"ackIds[{item.position}]: {item.text!r} was never handed out by this consumer", field="ackIds"
+            )
+    return int(epoch)
+
+
+# --- Seek, dead letters ------------------------------------------------------------------------------------
+
+
+def seek(principal: Principal, topic_ref: object, name: object, offset: object) -> ConsumerInfo:
+    """Start the consumer over from ``offset`` (``-1``: after the topic's last event): a replay. Leases and
+    pending redeliveries are dropped; ackIds handed out before become stale."""
+    consumer = _resolve(principal, topic_ref, name)
+    return seek_consumer(consumer, _whole_number(offset, "offset", default=None, lowest=-1, highest=None))
+
+
+def seek_consumer(consumer: Consumer, offset: int) -> ConsumerInfo:
+    with transaction.atomic(), connection.cursor() as cursor:
+        target = get_topic(consumer.topic.name).last_offset + 1 if offset == -1 else max(offset, 1)
+        if not leases.seek(cursor, consumer.pk, target):
+            raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
+    _nudge(consumer)
+    consumer.refresh_from_db()
+    return describe(consumer)
+
+
+def list_dead_letters(
+    principal: Principal, topic_ref: object, name: object, after: object = None, limit: object = None
+) -> list[DeadLetterInfo]:
+    """Dead letters in offset order, after offset ``after`` (paging), at most ``limit`` (default 100, max 1,000)."""
+    consumer = _resolve(principal, topic_ref, name)
+    return dead_letters_of(
+        consumer,
+        after=_whole_number(after, "after", default=0, lowest=0, highest=None),
+        limit=_whole_number(limit, "limit", default=100, lowest=1, highest=1000),
+    )
+
+
+def dead_letters_of(consumer: Consumer, *, after: int = 0, limit: int = 100) -> list[DeadLetterInfo]:
+    topic_name = consumer.topic.name
+    return [
+        DeadLetterInfo(
+            offset=letter.offset,
+            event_id=str(letter.event_id),
+            topic=f"{topic_name}:{letter.topic_id}" if letter.topic_id else topic_name,
+            deliveries=letter.deliveries,
+            last_error=letter.last_error,
+            dead_at=letter.dead_at,
+        )
+        for letter in DeadLetter.objects.filter(consumer=consumer, offset__gt=after).order_by("offset")[:limit]
+    ]
+
+
+def redrive(principal: Principal, topic_ref: object, name: object, offsets: object = None) -> list[int]:
+    """Dead letters back to available with no deliveries: those at ``offsets``, or all when None. Every offset
+    given must be a dead letter, or nothing is redriven. Returns the offsets redriven."""
+    consumer = _resolve(principal, topic_ref, name)
+    if offsets is not None:
+        if not isinstance(offsets, list | tuple) or not all(type(o) is int for o in offsets):
+            raise InvalidInput("offsets must be a list of whole numbers", field="offsets")
+        if len(offsets) > settings.ER_CONSUMER_MAX_ACK_IDS:
+            raise InvalidInput(
+                f"offsets has {len(offsets)} items; at most {settings.ER_CONSUMER_MAX_ACK_IDS} are allowed",
+                field="offsets",
+            )
+    return redrive_dead_letters(consumer, None if offsets is None else list(offsets))
+
+
+def redrive_dead_letters(consumer: Consumer, offsets: list[int] | None) -> list[int]:
+    with transaction.atomic(), connection.cursor() as cursor:
+        if offsets is not None:
+            missing = sorted(set(offsets) - leases.dead_letter_offsets(cursor, consumer.pk, offsets))
+            if missing:
+                raise InvalidInput(f"offsets {missing} are not dead letters of this consumer", field="offsets")
+        redriven = leases.redrive(cursor, consumer.pk, offsets)
+    if redriven:
+        _nudge(consumer)
+    return redriven
+
+
+def _nudge(consumer: Consumer) -> None:
+    """Wake the long-polling fetches of the consumer's topic (events became available other than by publishing)."""
+    async_to_sync(live.nudge)(consumer.topic.name)
+
+
+# --- Arguments ---------------------------------------------------------------------------------------------
+
+
+def _authorized(principal: Principal, topic_ref: object) -> TopicRef:
+    ref = topic_ref if isinstance(topic_ref, TopicRef) else TopicRef.parse(topic_ref)
+    require_read(principal, ref)
+    return ref
+
+
+def _resolve(principal: Principal, topic_ref: object, name: object) -> Consumer:
+    return _resolve_authorized(_authorized(principal, topic_ref), name)
+
+
+def _resolve_authorized(ref: TopicRef, name: object) -> Consumer:
+    name = validate_name(name, field="consumer")
+    consumer = Consumer.objects.of_ref(ref.name, ref.id or "").filter(name=name).select_related("topic").first()
+    if consumer is None:
+        get_topic(ref.name)  # NotFound naming the topic when that is what is missing
+        raise NotFound(f"topic '{ref}' has no consumer named '{name}'", field="consumer")
+    return consumer
+
+
+def validate_name(name: object, field: str = "name") -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InvalidInput(
+            f"consumer name {name!r} is invalid: it must start with a lowercase letter a-z, contain only lowercase "
+            "letters, digits, '_' and '-', and be at most 64 characters long",
+            field=field,
+        )
+    return name
+
+
+def _settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(options, Mapping):
+        raise InvalidInput("consumer settings must be an object", field="body")
+    unknown = sorted(set(options) - SETTINGS_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown consumer setting '{unknown[0]}'", field=str(unknown[0]))
+    values: dict[str, Any] = {
+        "start_offset": _whole_number(options.get("startOffset"), "startOffset", default=1, lowest=-1, highest=None)
+    }
+    for field, attribute, default, lowest, highest in _RANGES:
+        values[attribute] = _whole_number(options.get(field), field, default=default, lowest=lowest, highest=highest)
+    names = options.get("eventNames")
+    if names is None:
+        names = []
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) and 0 < len(n) <= 255 for n in names):
+        raise InvalidInput("eventNames must be a list of event names (1 to 255 characters each)", field="eventNames")
+    if len(names) > MAX_EVENT_NAMES:
+        raise InvalidInput(
+            f"eventNames has {len(names)} names; at most {MAX_EVENT_NAMES} are allowed", field="eventNames"
+        )
+    values["event_names"] = sorted(set(names))
+    ordered = options.get("ordered")
+    if ordered is None:
+        ordered = False
+    if not isinstance(ordered, bool):
+        raise InvalidInput("ordered must be true or false", field="ordered")
+    values["ordered"] = ordered
+    return values
+
+
+def _whole_number(value: object, field: str, *, default: int | None, lowest: int, highest: int | None) -> int:
+    if value is None:
+        if default is None:
+            raise InvalidInput(f"{field} is required", field=field)
+        return default
+    if type(value) is not int:  # (bool is not a number here)
+        raise InvalidInput(f"{field} must be a whole number", field=field)
+    if value < lowest or (highest is not None and value > highest):
+        bounds = f"from {lowest} to {highest}" if highest is not None else f">= {lowest}"
+        raise InvalidInput(f"{field} must be {bounds}; got {value}", field=field)
+    return value
+
+
+def _max_events(value: object) -> int:
+    return _whole_number(value, "maxEvents", default=100, lowest=1, highest=1000)
+
+
+def _wait_ms(value: object) -> int:
+    return _whole_number(value, "waitMs", default=0, lowest=0, highest=30_000)
