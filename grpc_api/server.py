@@ -14,6 +14,7 @@ from eventrelay.gc_tuning import tune_gc_for_serving
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import live
+from grpc_api.consumers import ConsumersServicer
 from grpc_api.servicers import EventsServicer, TopicsServicer
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Topics"].full_name,
     pb.DESCRIPTOR.services_by_name["Events"].full_name,
+    pb.DESCRIPTOR.services_by_name["Consumers"].full_name,
 )
 
 
@@ -67,6 +69,7 @@ def build_server() -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     )
     pb_grpc.add_TopicsServicer_to_server(TopicsServicer(), server)
     server.add_generic_rpc_handlers((events_handler(EventsServicer()),))
+    pb_grpc.add_ConsumersServicer_to_server(ConsumersServicer(), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

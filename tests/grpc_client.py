@@ -16,6 +16,7 @@ class Client:
         self.metadata = [("authorization", f"Bearer {token}")] if token else []
         self.topics = pb_grpc.TopicsStub(self.channel)
         self.events = pb_grpc.EventsStub(self.channel)
+        self.consumers = pb_grpc.ConsumersStub(self.channel)
 
     def create_topic(self, name: str) -> pb.Topic:
         return self.topics.CreateTopic(pb.CreateTopicRequest(name=name), metadata=self.metadata, timeout=30)

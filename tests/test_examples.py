@@ -72,3 +72,32 @@ def test_the_webhook_receiver_example_verifies_a_real_delivery(transactional_db,
     finally:
         worker.stop()
         stop(receiver)
+
+
+def test_the_consumer_worker_example_processes_every_event_and_dead_letters_a_failing_one(
+    grpc_server, admin_client, topics
+):
+    topic = topics("worker")
+    admin_client.publish(topic, {"n": 1}, {"fail": True}, {"n": 3})
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "examples/consumer_worker.py", topic, "billing"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "ER_GRPC_ADDRESS": grpc_server.address,
+            "ER_TOKEN": mint_token([topic], ttl_seconds=3600),
+            "ER_EXIT_AFTER_IDLE_POLLS": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["processed 1 1", "processed 3 1"]
+    from eventrelay.v1 import eventrelay_pb2 as pb
+
+    letters = admin_client.consumers.ListDeadLetters(
+        pb.ListDeadLettersRequest(topic=topic, consumer="billing"), metadata=admin_client.metadata
+    ).dead_letters
+    assert [(letter.offset, letter.deliveries) for letter in letters] == [(2, 20)]
+    assert letters[0].last_error == "event 2 asked to fail"

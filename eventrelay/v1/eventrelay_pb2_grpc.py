@@ -345,3 +345,516 @@ class Events:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ConsumersStub:
+    """Durable consumers (docs/consumers.md): the position is kept on the server; events are leased to fetches and
+    acknowledged. Every request names the consumer's topic reference and its name. Authorization is a pull's:
+    whoever may read the reference may create, use and delete its consumers.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateConsumer = channel.unary_unary(
+                '/eventrelay.v1.Consumers/CreateConsumer',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.CreateConsumerRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerInfo.FromString,
+                _registered_method=True)
+        self.GetConsumer = channel.unary_unary(
+                '/eventrelay.v1.Consumers/GetConsumer',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerRef.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerInfo.FromString,
+                _registered_method=True)
+        self.ListConsumers = channel.unary_unary(
+                '/eventrelay.v1.Consumers/ListConsumers',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListConsumersRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListConsumersResponse.FromString,
+                _registered_method=True)
+        self.DeleteConsumer = channel.unary_unary(
+                '/eventrelay.v1.Consumers/DeleteConsumer',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerRef.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.DeleteConsumerResponse.FromString,
+                _registered_method=True)
+        self.Fetch = channel.unary_unary(
+                '/eventrelay.v1.Consumers/Fetch',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.FetchRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.FetchResponse.FromString,
+                _registered_method=True)
+        self.Ack = channel.unary_unary(
+                '/eventrelay.v1.Consumers/Ack',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckResponse.FromString,
+                _registered_method=True)
+        self.Nack = channel.unary_unary(
+                '/eventrelay.v1.Consumers/Nack',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.NackRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckResponse.FromString,
+                _registered_method=True)
+        self.Extend = channel.unary_unary(
+                '/eventrelay.v1.Consumers/Extend',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckResponse.FromString,
+                _registered_method=True)
+        self.Seek = channel.unary_unary(
+                '/eventrelay.v1.Consumers/Seek',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.SeekRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerInfo.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/eventrelay.v1.Consumers/ListDeadLetters',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.Redrive = channel.unary_unary(
+                '/eventrelay.v1.Consumers/Redrive',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.RedriveRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.RedriveResponse.FromString,
+                _registered_method=True)
+
+
+class ConsumersServicer:
+    """Durable consumers (docs/consumers.md): the position is kept on the server; events are leased to fetches and
+    acknowledged. Every request names the consumer's topic reference and its name. Authorization is a pull's:
+    whoever may read the reference may create, use and delete its consumers.
+    """
+
+    def CreateConsumer(self, request, context):
+        """ALREADY_EXISTS for a duplicate name
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsumer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConsumers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConsumer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Fetch(self, request, context):
+        """Up to max_events deliveries: due redeliveries first, then new events; with wait_ms, a long-poll.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Ack(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Nack(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Extend(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Seek(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Redrive(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ConsumersServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateConsumer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConsumer,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.CreateConsumerRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerInfo.SerializeToString,
+            ),
+            'GetConsumer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsumer,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerRef.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerInfo.SerializeToString,
+            ),
+            'ListConsumers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConsumers,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListConsumersRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListConsumersResponse.SerializeToString,
+            ),
+            'DeleteConsumer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConsumer,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerRef.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.DeleteConsumerResponse.SerializeToString,
+            ),
+            'Fetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Fetch,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.FetchRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.FetchResponse.SerializeToString,
+            ),
+            'Ack': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ack,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckResponse.SerializeToString,
+            ),
+            'Nack': grpc.unary_unary_rpc_method_handler(
+                    servicer.Nack,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.NackRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckResponse.SerializeToString,
+            ),
+            'Extend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Extend,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.AckResponse.SerializeToString,
+            ),
+            'Seek': grpc.unary_unary_rpc_method_handler(
+                    servicer.Seek,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.SeekRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerInfo.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'Redrive': grpc.unary_unary_rpc_method_handler(
+                    servicer.Redrive,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.RedriveRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.RedriveResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'eventrelay.v1.Consumers', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('eventrelay.v1.Consumers', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Consumers:
+    """Durable consumers (docs/consumers.md): the position is kept on the server; events are leased to fetches and
+    acknowledged. Every request names the consumer's topic reference and its name. Authorization is a pull's:
+    whoever may read the reference may create, use and delete its consumers.
+    """
+
+    @staticmethod
+    def CreateConsumer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/CreateConsumer',
+            eventrelay_dot_v1_dot_eventrelay__pb2.CreateConsumerRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsumer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/GetConsumer',
+            eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerRef.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConsumers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/ListConsumers',
+            eventrelay_dot_v1_dot_eventrelay__pb2.ListConsumersRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.ListConsumersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConsumer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/DeleteConsumer',
+            eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerRef.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.DeleteConsumerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/Fetch',
+            eventrelay_dot_v1_dot_eventrelay__pb2.FetchRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/Ack',
+            eventrelay_dot_v1_dot_eventrelay__pb2.AckRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.AckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Nack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/Nack',
+            eventrelay_dot_v1_dot_eventrelay__pb2.NackRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.AckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Extend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/Extend',
+            eventrelay_dot_v1_dot_eventrelay__pb2.AckRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.AckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Seek(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/Seek',
+            eventrelay_dot_v1_dot_eventrelay__pb2.SeekRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.ConsumerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/ListDeadLetters',
+            eventrelay_dot_v1_dot_eventrelay__pb2.ListDeadLettersRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Redrive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Consumers/Redrive',
+            eventrelay_dot_v1_dot_eventrelay__pb2.RedriveRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.RedriveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
