@@ -796,6 +796,6 @@ def test_reflection_serves_the_proto_of_the_events_service(grpc_server: GrpcServ
         for raw in reply.file_descriptor_response.file_descriptor_proto
     ]
     [ours] = [file for file in files if file.package == "eventrelay.v1"]
-    assert {service.name for service in ours.service} == {"Topics", "Events"}
+    assert {service.name for service in ours.service} == {"Topics", "Events", "Consumers"}
     events = next(service for service in ours.service if service.name == "Events")
     assert [method.name for method in events.method] == ["PublishEvents", "PullEvents", "StreamEvents"]

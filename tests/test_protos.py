@@ -33,6 +33,20 @@ SPEC_SERVICES = {
         "PullEvents": ("PullEventsRequest", "PullEventsResponse", False),
         "StreamEvents": ("StreamEventsRequest", "Event", True),
     },
+    # SPEC.md "Durable consumers" names the RPCs; docs/consumers.md and the proto name their messages.
+    "Consumers": {
+        "CreateConsumer": ("CreateConsumerRequest", "ConsumerInfo", False),
+        "GetConsumer": ("ConsumerRef", "ConsumerInfo", False),
+        "ListConsumers": ("ListConsumersRequest", "ListConsumersResponse", False),
+        "DeleteConsumer": ("ConsumerRef", "DeleteConsumerResponse", False),
+        "Fetch": ("FetchRequest", "FetchResponse", False),
+        "Ack": ("AckRequest", "AckResponse", False),
+        "Nack": ("NackRequest", "AckResponse", False),
+        "Extend": ("AckRequest", "AckResponse", False),
+        "Seek": ("SeekRequest", "ConsumerInfo", False),
+        "ListDeadLetters": ("ListDeadLettersRequest", "ListDeadLettersResponse", False),
+        "Redrive": ("RedriveRequest", "RedriveResponse", False),
+    },
 }
 
 # docs/grpc.md: message → {field: type}, where a type is a scalar name, "Timestamp", a message
@@ -124,6 +138,7 @@ def test_the_proto_declares_exactly_the_services_of_the_spec() -> None:
     assert {service.full_name for service in pb.DESCRIPTOR.services_by_name.values()} == {
         "eventrelay.v1.Topics",
         "eventrelay.v1.Events",
+        "eventrelay.v1.Consumers",
     }
 
 
