@@ -104,6 +104,11 @@ class Bench:
             self._channel = grpc.insecure_channel(self.stack.grpc_address, options=GRPC_OPTIONS)
         return pb_grpc.EventsStub(self._channel)
 
+    def grpc_channel(self) -> Any:
+        """The bench's own gRPC channel to the server (made on first use)."""
+        self.grpc_events()
+        return self._channel
+
     def new_topic(self, name: str) -> str:
         import grpc
 
@@ -178,6 +183,7 @@ class Bench:
 
 
 def _scenarios() -> dict[str, Callable[[Bench], ScenarioResult]]:
+    from bench.scenarios.consumers import consumers
     from bench.scenarios.fanout import grpc_fanout, ws_fanout
     from bench.scenarios.publish import publish_batch, publish_single
     from bench.scenarios.pull import pull
@@ -188,6 +194,7 @@ def _scenarios() -> dict[str, Callable[[Bench], ScenarioResult]]:
         "publish_batch": publish_batch,
         "publish_single": publish_single,
         "pull": pull,
+        "consumers": consumers,
         "ws_fanout": ws_fanout,
         "grpc_fanout": grpc_fanout,
         "webhooks": webhooks,
@@ -195,7 +202,7 @@ def _scenarios() -> dict[str, Callable[[Bench], ScenarioResult]]:
     }
 
 
-SCENARIOS = ("publish_batch", "publish_single", "pull", "ws_fanout", "grpc_fanout", "webhooks")
+SCENARIOS = ("publish_batch", "publish_single", "pull", "consumers", "ws_fanout", "grpc_fanout", "webhooks")
 # Run only when named in --only: comparisons that are not rows of the performance table (and need bench-only
 # packages: ws_servers needs uvicorn).
 OPTIONAL_SCENARIOS = ("ws_servers",)

@@ -1,0 +1,236 @@
+"""Durable consumer: Fetch(100) + Ack of each batch, 4 workers, over a topic of stored events, beside NATS JetStream's
+durable pull consumer doing the same (fetch(100), ack each message) on the same box in the same run.
+
+Each side's events are stored before anything is timed. Every worker is a process of its own; the clock runs from
+the moment all are told to go until the last one finds nothing left. Each worker reports the offsets (sequences)
+it was handed, so the result also says how many events were lost and how many were handed out twice: with a
+30 s lease and a run shorter than that, a second handout would be a lease given to two workers at once.
+"""
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from bench.children import Child, ready_then_wait, run_in_step
+from bench.common import GRPC_OPTIONS, Figure, ScenarioResult, event_data, metadata, percentiles, progress
+from bench.scenarios.pull import fill_topic
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+WORKERS = 4
+BATCH = 100
+NATS_URL = "nats://127.0.0.1:4222"
+
+
+def grpc_worker(pipe: Any, address: str, token: str, topic: str, consumer: str) -> dict[str, Any]:
+    import grpc
+
+    from eventrelay.v1 import eventrelay_pb2 as pb
+    from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
+
+    async def main() -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+            stub = pb_grpc.ConsumersStub(channel)
+            auth = metadata(token)
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            ready_then_wait(pipe)
+            offsets: list[int] = []
+            fetch_ms: list[float] = []
+            ack_ms: list[float] = []
+            started = time.perf_counter()
+            while True:
+                before = time.perf_counter()
+                reply = await stub.Fetch(
+                    pb.FetchRequest(topic=topic, consumer=consumer, max_events=BATCH), metadata=auth, timeout=60
+                )
+                fetched = time.perf_counter()
+                fetch_ms.append((fetched - before) * 1000)
+                if not reply.deliveries:
+                    break
+                offsets.extend(delivery.event.offset for delivery in reply.deliveries)
+                await stub.Ack(
+                    pb.AckRequest(topic=topic, consumer=consumer, ack_ids=[d.ack_id for d in reply.deliveries]),
+                    metadata=auth,
+                    timeout=60,
+                )
+                ack_ms.append((time.perf_counter() - fetched) * 1000)
+            return {
+                "seconds": time.perf_counter() - started,
+                "offsets": offsets,
+                "fetch_ms": fetch_ms,
+                "ack_ms": ack_ms,
+            }
+
+    return asyncio.run(main())
+
+
+def nats_worker(pipe: Any, stream: str, subject: str, durable: str) -> dict[str, Any]:
+    import nats
+    from nats.errors import TimeoutError as NatsTimeout
+
+    async def main() -> dict[str, Any]:
+        connection = await nats.connect(NATS_URL)
+        try:
+            subscription = await connection.jetstream().pull_subscribe(subject, durable=durable, stream=stream)
+            ready_then_wait(pipe)
+            offsets: list[int] = []
+            fetch_ms: list[float] = []
+            ack_ms: list[float] = []
+            started = time.perf_counter()
+            while True:
+                before = time.perf_counter()
+                try:
+                    messages = await subscription.fetch(BATCH, timeout=1)
+                except NatsTimeout:
+                    break
+                fetched = time.perf_counter()
+                fetch_ms.append((fetched - before) * 1000)
+                for message in messages:
+                    offsets.append(message.metadata.sequence.stream)
+                    await message.ack()
+                ack_ms.append((time.perf_counter() - fetched) * 1000)
+            await connection.flush()
+            # The last fetch waited for its timeout to learn that nothing was left; that second is not work.
+            return {"seconds": before - started, "offsets": offsets, "fetch_ms": fetch_ms, "ack_ms": ack_ms}
+        finally:
+            await connection.close()
+
+    return asyncio.run(main())
+
+
+def _summary(results: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    handed = [offset for result in results for offset in result["offsets"]]
+    seconds = max(result["seconds"] for result in results)
+    return {
+        "events": len(set(handed)),
+        "seconds": seconds,
+        "events_per_s": len(set(handed)) / seconds if seconds else None,
+        "lost": total - len(set(handed)),
+        "handed_out_twice": len(handed) - len(set(handed)),
+        "fetch_ms": percentiles([ms for result in results for ms in result["fetch_ms"]]),
+        "ack_ms": percentiles([ms for result in results for ms in result["ack_ms"]]),
+    }
+
+
+def _nats_available() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 4222), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _fill_nats(stream: str, subject: str, total: int) -> None:
+    import nats
+
+    async def main() -> None:
+        connection = await nats.connect(NATS_URL)
+        try:
+            js = connection.jetstream()
+            await js.add_stream(name=stream, subjects=[subject])
+            for start in range(0, total, 500):
+                acks = [
+                    await js.publish_async(subject, event_data(seq).encode())
+                    for seq in range(start, min(total, start + 500))
+                ]
+                await asyncio.gather(*acks)
+            await js.add_consumer(stream, durable_name=stream.lower(), ack_policy="explicit", ack_wait=30)
+        finally:
+            await connection.close()
+
+    asyncio.run(main())
+
+
+def _delete_nats_stream(stream: str) -> None:
+    import nats
+
+    async def main() -> None:
+        connection = await nats.connect(NATS_URL)
+        try:
+            await connection.jetstream().delete_stream(stream)
+        finally:
+            await connection.close()
+
+    asyncio.run(main())
+
+
+def consumers(bench: "Bench") -> ScenarioResult:
+    from eventrelay.v1 import eventrelay_pb2 as pb
+    from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
+
+    mode = bench.mode
+    total = mode.pull_rows
+    result = ScenarioResult("consumers", "Consumer Fetch(100) + Ack, 4 workers vs NATS JetStream durable pull consumer")
+    topic = bench.new_topic("consumers")
+    progress(f"filling topic {topic} with {total:,} events")
+    fill_topic(bench, topic, total)
+    bench.check_stored(topic, total)
+    stub = pb_grpc.ConsumersStub(bench.grpc_channel())
+    stub.CreateConsumer(pb.CreateConsumerRequest(topic=topic, consumer="bench"), metadata=metadata(bench.token))
+    timeout = 600
+    bench.settle_database()
+    ours = _summary(
+        run_in_step(
+            [
+                Child(grpc_worker, bench.stack.grpc_address, bench.token, topic, "bench", label=f"consumer worker {n}")
+                for n in range(WORKERS)
+            ],
+            ready_timeout=60,
+            result_timeout=timeout,
+        ),
+        total,
+    )
+    peer: dict[str, Any] | None = None
+    note = ""
+    if _nats_available():
+        stream = f"BENCH_{uuid.uuid4().hex[:8].upper()}"
+        subject = f"bench.{stream.lower()}"
+        progress(f"filling NATS JetStream stream {stream} with {total:,} messages")
+        _fill_nats(stream, subject, total)
+        try:
+            peer = _summary(
+                run_in_step(
+                    [
+                        Child(nats_worker, stream, subject, stream.lower(), label=f"NATS pull worker {n}")
+                        for n in range(WORKERS)
+                    ],
+                    ready_timeout=60,
+                    result_timeout=timeout,
+                ),
+                total,
+            )
+        finally:
+            _delete_nats_stream(stream)
+        note = (
+            "NATS 2.9 file store, which fsyncs every 2 minutes rather than per acknowledged write; "
+            f"NATS fetch p50 {peer['fetch_ms']['p50']:.1f} ms, ack-all p50 {peer['ack_ms']['p50']:.1f} ms; "
+        )
+    else:
+        note = "nats-server is not answering on 127.0.0.1:4222: no peer row; "
+    result.details = {"events": total, "workers": WORKERS, "batch": BATCH, "product": ours, "peer": peer}
+    result.figures.append(
+        Figure(
+            "consumers",
+            "Consumer Fetch(100) + Ack, 4 workers",
+            "events/s",
+            ours["events_per_s"],
+            "NATS JetStream durable pull consumer, fetch(100) + ack each, 4 workers",
+            None if peer is None else peer["events_per_s"],
+            "higher",
+            ">= 1.0 x NATS, 0 lost, 0 handed out twice",
+            None
+            if peer is None
+            else bool(
+                ours["events_per_s"] >= peer["events_per_s"] and not ours["lost"] and not ours["handed_out_twice"]
+            ),
+            baseline_measured=peer is not None,
+            notes=note + f"ours: {total:,} events, lost {ours['lost']}, handed out twice {ours['handed_out_twice']}; "
+            f"Fetch p50 {ours['fetch_ms']['p50']:.1f} ms p99 {ours['fetch_ms']['p99']:.1f} ms, "
+            f"Ack p50 {ours['ack_ms']['p50']:.1f} ms p99 {ours['ack_ms']['p99']:.1f} ms",
+        )
+    )
+    return result
