@@ -169,3 +169,70 @@ def test_errors_have_their_status_codes(admin_client: Client, topics, grpc_serve
         assert forbidden.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         scoped.close()
+
+
+def test_the_grpc_server_killed_and_restarted_mid_run_loses_no_ack_no_lease_and_skips_nothing(
+    admin_client: Client, topics
+) -> None:
+    from harness.processes import GrpcServer
+
+    topic = topics("cons")
+    total = 2000
+    publish_many(admin_client, topic, total)
+    admin_client.consumers.CreateConsumer(
+        pb.CreateConsumerRequest(topic=topic, consumer="work", ack_wait_seconds=3), metadata=admin_client.metadata
+    )
+    server = GrpcServer(name="grpcserver-consumers-kill")
+    address = [server.address]
+    acked: set[int] = set()
+    deliveries_seen: list[int] = []
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def worker() -> None:
+        token = mint_token([topic], ttl_seconds=3600)
+        while True:
+            client = Client(address[0], token)
+            try:
+                reply = client.consumers.Fetch(
+                    pb.FetchRequest(topic=topic, consumer="work", max_events=50, wait_ms=1000),
+                    metadata=client.metadata,
+                    timeout=10,
+                )
+                with lock:
+                    deliveries_seen.extend(d.event.offset for d in reply.deliveries)
+                    if not reply.deliveries and killed.is_set() and len(acked) == total:
+                        return
+                if reply.deliveries:
+                    client.consumers.Ack(
+                        pb.AckRequest(topic=topic, consumer="work", ack_ids=[d.ack_id for d in reply.deliveries]),
+                        metadata=client.metadata,
+                        timeout=10,
+                    )
+                    with lock:
+                        acked.update(d.event.offset for d in reply.deliveries)
+            except grpc.RpcError as error:
+                assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error
+                time.sleep(0.1)
+            finally:
+                client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(acked) >= total // 4, 120, "a quarter of the events to be acked")
+        server.stop(signal.SIGKILL)
+        server = GrpcServer(name="grpcserver-consumers-restarted")
+        address[0] = server.address
+        killed.set()
+        for thread in threads:
+            thread.join(180)
+    finally:
+        server.stop()
+    assert acked == set(range(1, total + 1))
+    info = consumer_info(admin_client, topic, "work")
+    assert (info.ack_floor, info.lag, info.pending) == (total, 0, 0)
+    # Whatever was handed out twice was out when the server died (its ack never arrived), not a lost lease.
+    twice = [offset for offset, n in Counter(deliveries_seen).items() if n > 1]
+    assert len(twice) <= 4 * 50, twice
