@@ -236,3 +236,92 @@ def test_the_grpc_server_killed_and_restarted_mid_run_loses_no_ack_no_lease_and_
     # Whatever was handed out twice was out when the server died (its ack never arrived), not a lost lease.
     twice = [offset for offset, n in Counter(deliveries_seen).items() if n > 1]
     assert len(twice) <= 4 * 50, twice
+
+
+def test_ordered_with_eight_workers_and_random_nacks_keeps_each_topic_id_in_offset_order(
+    admin_client: Client, topics, grpc_server
+) -> None:
+    import random
+
+    topic = topics("cons")
+    ids = [f"u{n}" for n in range(8)]
+    for round_ in range(12):
+        for topic_id in ids:
+            admin_client.publish(f"{topic}:{topic_id}", {"round": round_})
+    total = 12 * len(ids)
+    admin_client.consumers.CreateConsumer(
+        pb.CreateConsumerRequest(topic=topic, consumer="work", ordered=True, max_deliveries=1000),
+        metadata=admin_client.metadata,
+    )
+    processed: dict[str, list[int]] = {topic_id: [] for topic_id in ids}
+    done: set[int] = set()
+    lock = threading.Lock()
+    failures = random.Random(19)
+
+    def worker() -> None:
+        client = Client(grpc_server.address, mint_token([topic], ttl_seconds=3600))
+        try:
+            while True:
+                with lock:
+                    if len(done) == total:
+                        return
+                reply = client.consumers.Fetch(
+                    pb.FetchRequest(topic=topic, consumer="work", max_events=10, wait_ms=200), metadata=client.metadata
+                )
+                for delivery in reply.deliveries:
+                    topic_id = delivery.event.topic.split(":", 1)[1]
+                    with lock:
+                        fail = failures.random() < 0.3
+                        if not fail:
+                            processed[topic_id].append(delivery.event.offset)
+                            done.add(delivery.event.offset)
+                    if fail:
+                        client.consumers.Nack(
+                            pb.NackRequest(topic=topic, consumer="work", ack_ids=[delivery.ack_id], reason="random"),
+                            metadata=client.metadata,
+                        )
+                    else:
+                        client.consumers.Ack(
+                            pb.AckRequest(topic=topic, consumer="work", ack_ids=[delivery.ack_id]),
+                            metadata=client.metadata,
+                        )
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert len(done) == total
+    for topic_id, offsets in processed.items():
+        assert offsets == sorted(offsets) and len(offsets) == 12, topic_id  # processed once each, in offset order
+
+
+def test_a_dead_letter_keeps_the_workers_reason_and_redrive_delivers_it_again(admin_client: Client, topics) -> None:
+    topic = topics("cons")
+    admin_client.publish(topic, {"n": 1}, {"n": 2})
+    consumers, md = admin_client.consumers, admin_client.metadata
+    consumers.CreateConsumer(pb.CreateConsumerRequest(topic=topic, consumer="work", max_deliveries=2), metadata=md)
+    for attempt in (1, 2):
+        reply = consumers.Fetch(pb.FetchRequest(topic=topic, consumer="work", max_events=1), metadata=md)
+        [delivery] = reply.deliveries
+        assert (delivery.event.offset, delivery.delivery_count) == (1, attempt)
+        consumers.Nack(
+            pb.NackRequest(topic=topic, consumer="work", ack_ids=[delivery.ack_id], reason=f"failed {attempt}"),
+            metadata=md,
+        )
+    [letter] = consumers.ListDeadLetters(
+        pb.ListDeadLettersRequest(topic=topic, consumer="work"), metadata=md
+    ).dead_letters
+    assert (letter.offset, letter.deliveries, letter.last_error) == (1, 2, "failed 2")
+    [second] = consumers.Fetch(pb.FetchRequest(topic=topic, consumer="work"), metadata=md).deliveries
+    consumers.Ack(pb.AckRequest(topic=topic, consumer="work", ack_ids=[second.ack_id]), metadata=md)
+    assert consumer_info(admin_client, topic, "work").ack_floor == 2  # past the dead letter: it is done
+    redriven = consumers.Redrive(pb.RedriveRequest(topic=topic, consumer="work", all=True), metadata=md)
+    assert list(redriven.offsets) == [1]
+    assert consumer_info(admin_client, topic, "work").ack_floor == 0  # back below it until it is acked
+    [again] = consumers.Fetch(pb.FetchRequest(topic=topic, consumer="work"), metadata=md).deliveries
+    assert (again.event.offset, again.delivery_count) == (1, 1)
+    consumers.Ack(pb.AckRequest(topic=topic, consumer="work", ack_ids=[again.ack_id]), metadata=md)
+    assert consumer_info(admin_client, topic, "work").ack_floor == 2
