@@ -83,7 +83,7 @@ def nats_worker(pipe: Any, stream: str, subject: str, durable: str) -> dict[str,
                 before = time.perf_counter()
                 try:
                     messages = await subscription.fetch(BATCH, timeout=1)
-                except NatsTimeout:
+                except (NatsTimeout, TimeoutError):  # (nats-py raises either when nothing is left)
                     break
                 fetched = time.perf_counter()
                 fetch_ms.append((fetched - before) * 1000)
