@@ -19,7 +19,7 @@ from tests.grpc_client import Client
 pytestmark = pytest.mark.e2e
 
 WORKERS = 8
-EVENTS = 4000
+EVENTS = 20_000
 
 
 def publish_many(client: Client, topic: str, count: int) -> None:
