@@ -14,7 +14,7 @@ CHROMIUM := /usr/bin/chromium
 
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 # The packages mypy checks (pyproject.toml [tool.mypy]); those that do not exist yet are left out.
-TYPED_PACKAGES := $(wildcard eventrelay events topics webhooks console ws_api)
+TYPED_PACKAGES := $(wildcard eventrelay events topics webhooks consumers console ws_api)
 
 # `make run` needs only what the processes import (requirements.txt); tests and tooling add requirements-dev.txt.
 # Each stamp is newer than its requirements file once installed, so a second run installs nothing.
