@@ -177,6 +177,10 @@ async def test_a_stopped_postgres_is_unavailable_on_every_transport_and_serves_a
     token = mint_token([], admin=True)
     async with ws_connect(web.ws_url, token) as ws:
         await ws.subscribe(subscribed_topic)
+        # Live before the outage: the subscription's feed starts after the "subscribed" reply, and a feed that
+        # would start while PostgreSQL is down ends its subscription (a loaded machine can delay it that long).
+        await asyncio.to_thread(rest, web, "POST", f"topics/{subscribed_topic}/events", [{"name": "a", "data": {}}])
+        assert (await ws.next_event(subscribed_topic))["event"]["offset"] == 1
         running_postgres.stop()
 
         assert_unavailable_rpc(lambda: client.pull(other_topic, 1))
@@ -211,7 +215,7 @@ async def test_a_stopped_postgres_is_unavailable_on_every_transport_and_serves_a
             rest, web, "POST", f"topics/{subscribed_topic}/events", [{"name": "a", "data": {}}]
         )
         assert published.status_code == 201, published.text
-        assert (await ws.next_event(subscribed_topic))["event"]["offset"] == 1
+        assert (await ws.next_event(subscribed_topic))["event"]["offset"] == 2
         published = await asyncio.to_thread(
             rest, web, "POST", f"topics/{other_topic}/events", [{"name": "b", "data": {}}]
         )
