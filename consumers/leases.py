@@ -17,7 +17,6 @@ Timestamps are PostgreSQL's ``now()`` throughout: leases do not depend on the cl
 """
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from django.db import connection
 
 from consumers.models import Consumer, DeadLetter, PendingEvent
 from events.canonical import StoredEvent
+from events.storage import row_to_event
 from topics.models import Topic
 from topics.tables import EVENT_COLUMNS, quoted_table
 
@@ -114,7 +114,7 @@ def fetch(consumer_pk: int, max_events: int) -> FetchOutcome | None:
             )
         events = _events_at(cursor, consumer_pk, topic_name, [offset for offset, _ in redelivered])
         handouts = [Handout(count, events[offset]) for offset, count in redelivered if offset in events]
-        handouts += [Handout(1, _to_event(topic_name, event_row)) for _, event_row in fresh]
+        handouts += [Handout(1, _event_of(topic_name, event_row)) for _, event_row in fresh]
         if handouts:
             return FetchOutcome(handouts, epoch, None, True)
         # Nothing to hand out: what a long-polling caller needs to know to wait well.
@@ -183,21 +183,12 @@ def _lease_new(
     ordered: bool,
 ) -> tuple[list[tuple[int, tuple[Any, ...]]], int]:
     """Lease new events from ``next_offset`` on; return them (offset, row) and the new ``next_offset``."""
-    conditions = ['"offset" >= %s', '"offset" <= %s']
-    params: list[Any] = [next_offset]
     # A name filter reads the primary key range, so one fetch looks at a bounded window of it: a rare name
     # costs several short fetches, never one long scan.
     up_to = min(head, next_offset + settings.ER_CONSUMER_SCAN_WINDOW - 1) if names else head
-    params.append(up_to)
-    if topic_id is not None:
-        conditions.append("topic_id = %s")
-        params.append(topic_id)
-    if names:
-        conditions.append("name = ANY(%s)")
-        params.append(names)
+    where, params = _matching(topic_id, names, next_offset=next_offset, up_to=up_to)
     cursor.execute(
-        f"SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE {' AND '.join(conditions)} "
-        'ORDER BY "offset" LIMIT %s',
+        f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE {where} ORDER BY "offset" LIMIT %s',
         [*params, limit],
     )
     rows = cursor.fetchall()
@@ -237,34 +228,38 @@ def _lease_new(
     return leased, new_next
 
 
+def _matching(topic_id: str | None, names: list[str], *, next_offset: int, up_to: int | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of a consumer's events from ``next_offset`` on (to ``up_to``)."""
+    conditions = ['"offset" >= %s']
+    params: list[Any] = [next_offset]
+    if up_to is not None:
+        conditions.append('"offset" <= %s')
+        params.append(up_to)
+    if topic_id is not None:
+        conditions.append("topic_id = %s")
+        params.append(topic_id)
+    if names:
+        conditions.append("name = ANY(%s)")
+        params.append(names)
+    return " AND ".join(conditions), params
+
+
 def _events_at(cursor: Any, consumer_pk: int, topic_name: str, offsets: list[int]) -> dict[int, StoredEvent]:
     """The stored events at ``offsets``. A pending event whose row is gone from the topic table (retention) is
     dropped from the consumer too: there is nothing left to hand out."""
     if not offsets:
         return {}
     cursor.execute(f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE "offset" = ANY(%s)', [offsets])
-    events = {row[0]: _to_event(topic_name, row) for row in cursor.fetchall()}
+    events = {row[0]: _event_of(topic_name, row) for row in cursor.fetchall()}
     gone = [offset for offset in offsets if offset not in events]
     if gone:
         cursor.execute(f'DELETE FROM {PENDING} WHERE consumer_id = %s AND "offset" = ANY(%s)', [consumer_pk, gone])
     return events
 
 
-def _to_event(topic_name: str, row: Sequence[Any]) -> StoredEvent:
-    offset, event_id, name, topic_id, source, user_id, occurred_at, context_json, data_json, wire = row
-    return StoredEvent(
-        offset=offset,
-        event_id=event_id,
-        name=name,
-        topic_name=topic_name,
-        topic_id=topic_id,
-        source=source,
-        user_id=user_id,
-        event_occurred_at=occurred_at,
-        context_json=context_json,
-        data_json=data_json,
-        wire=None if wire is None else bytes(wire),
-    )
+def _event_of(topic_name: str, row: tuple[Any, ...]) -> StoredEvent:
+    """A row of ``EVENT_COLUMNS, wire``."""
+    return row_to_event(topic_name, row[:9], None if row[9] is None else bytes(row[9]))
 
 
 # --- Acks, nacks, extends ----------------------------------------------------------------------------------
@@ -414,13 +409,6 @@ def position(cursor: Any, consumer_pk: int) -> Position | None:
 
 def count_unexamined(cursor: Any, topic_name: str, topic_id: str | None, names: list[str], *, next_offset: int) -> int:
     """How many matching events lie at or after ``next_offset`` (not handed out yet)."""
-    conditions = ['"offset" >= %s']
-    params: list[Any] = [next_offset]
-    if topic_id is not None:
-        conditions.append("topic_id = %s")
-        params.append(topic_id)
-    if names:
-        conditions.append("name = ANY(%s)")
-        params.append(names)
-    cursor.execute(f"SELECT count(*) FROM {quoted_table(topic_name)} WHERE {' AND '.join(conditions)}", params)
+    where, params = _matching(topic_id, names, next_offset=next_offset, up_to=None)
+    cursor.execute(f"SELECT count(*) FROM {quoted_table(topic_name)} WHERE {where}", params)
     return int(cursor.fetchone()[0])

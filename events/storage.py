@@ -12,7 +12,7 @@ No authorization here: :mod:`events.services` checks it before calling.
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, nullcontext
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -157,7 +157,7 @@ def _store_new_only(topic_name: str, batches: list[Batch]) -> Stored:
             ]
             known = {
                 event.event_id: event
-                for event in map(_row_to_event, [topic_name] * len(all_ids), rows.events_with_ids(all_ids))
+                for event in map(row_to_event, [topic_name] * len(all_ids), rows.events_with_ids(all_ids))
             }
             for position, batch in enumerate(batches):
                 topic_id = batch.ref.id or ""
@@ -302,7 +302,7 @@ def _read(topic_name: str, topic_id: str | None, *, after: int, limit: int) -> l
     except ProgrammingError:
         # The topic was dropped between the check and the read.
         raise NotFound(f"topic '{topic_name}' does not exist", field="topic") from None
-    return [_row_to_event(topic_name, row) for row in rows]
+    return [row_to_event(topic_name, row) for row in rows]
 
 
 class EncodedPage(NamedTuple):
@@ -338,7 +338,8 @@ def read_encoded_page(ref: TopicRef, *, after: int, limit: int) -> EncodedPage:
     return EncodedPage(bytes(joined), last)
 
 
-def _row_to_event(topic_name: str, row: tuple[Any, ...]) -> StoredEvent:
+def row_to_event(topic_name: str, row: Sequence[Any], wire: bytes | None = None) -> StoredEvent:
+    """A stored event from a row of ``tables.EVENT_COLUMNS`` (and its stored encoding, when read too)."""
     offset, event_id, name, topic_id, source, user_id, occurred_at, context_json, data_json = row
     return StoredEvent(
         offset=offset,
@@ -351,4 +352,5 @@ def _row_to_event(topic_name: str, row: tuple[Any, ...]) -> StoredEvent:
         event_occurred_at=occurred_at,
         context_json=context_json,
         data_json=data_json,
+        wire=wire,
     )
