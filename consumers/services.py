@@ -40,6 +40,7 @@ NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _ACK_ID_RE = re.compile(r"(\d{1,18})-(\d{1,9})-(\d{1,18})-(\d{1,4})")
 
 MAX_EVENT_NAMES = 100
+MAX_OFFSET = 2**63 - 1  # PostgreSQL's bigint
 MAX_REASON_LENGTH = 2000
 
 # (camelCase field, model field, default, lowest, highest)
@@ -471,8 +472,8 @@ def redrive(principal: Principal, topic_ref: object, name: object, offsets: obje
     given must be a dead letter, or nothing is redriven. Returns the offsets redriven."""
     consumer = _resolve(principal, topic_ref, name)
     if offsets is not None:
-        if not isinstance(offsets, list | tuple) or not all(type(o) is int for o in offsets):
-            raise InvalidInput("offsets must be a list of whole numbers", field="offsets")
+        if not isinstance(offsets, list | tuple) or not all(type(o) is int and 0 <= o <= MAX_OFFSET for o in offsets):
+            raise InvalidInput("offsets must be a list of offsets (whole numbers >= 0)", field="offsets")
         if len(offsets) > settings.ER_CONSUMER_MAX_ACK_IDS:
             raise InvalidInput(
                 f"offsets has {len(offsets)} items; at most {settings.ER_CONSUMER_MAX_ACK_IDS} are allowed",
@@ -567,8 +568,8 @@ def _whole_number(value: object, field: str, *, default: int | None, lowest: int
         return default
     if type(value) is not int:  # (bool is not a number here)
         raise InvalidInput(f"{field} must be a whole number", field=field)
-    if value < lowest or (highest is not None and value > highest):
-        bounds = f"from {lowest} to {highest}" if highest is not None else f">= {lowest}"
+    if value < lowest or value > (MAX_OFFSET if highest is None else highest):
+        bounds = f"from {lowest} to {highest if highest is not None else MAX_OFFSET}"
         raise InvalidInput(f"{field} must be {bounds}; got {value}", field=field)
     return value
 

@@ -251,3 +251,16 @@ def test_deleting_the_topic_deletes_its_consumers(admin: Principal, users: str) 
     assert not PendingEvent.objects.exists()
     create_topic(users)
     assert services.list_consumers(admin, users) == []
+
+
+def test_numbers_past_what_postgresql_stores_are_refused_naming_the_field(admin: Principal, users: str) -> None:
+    services.create_consumer(admin, users, "billing", {})
+    with pytest.raises(InvalidInput) as refused:
+        services.seek(admin, users, "billing", 2**63)
+    assert refused.value.field == "offset"
+    with pytest.raises(InvalidInput) as refused:
+        services.redrive(admin, users, "billing", [2**64])
+    assert refused.value.field == "offsets"
+    with pytest.raises(InvalidInput) as refused:
+        services.create_consumer(admin, users, "other", {"startOffset": 2**70})
+    assert refused.value.field == "startOffset"
