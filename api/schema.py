@@ -33,6 +33,20 @@ TOPIC_REF = {
         f"A topic name, or name:id to scope it to one id (the id: 1-{ID_MAX_LENGTH} letters, digits and _ . @ -)."
     ),
 }
+# consumers.services: a consumer name, an ackId (``<consumer>-<epoch>-<offset>-<delivery>``), offsets (bigint).
+CONSUMER_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+CONSUMER_NAME = {
+    "type": "string",
+    "pattern": CONSUMER_NAME_PATTERN,
+    "minLength": 1,
+    "maxLength": 64,
+    "description": "A consumer name: 1-64 characters, a-z, 0-9, _ and -, starting with a letter.",
+}
+ACK_ID_PATTERN = r"^[0-9]{1,18}-[0-9]{1,9}-[0-9]{1,18}-[0-9]{1,4}$"
+ACK_ID = {"type": "string", "pattern": ACK_ID_PATTERN, "description": "Opaque: as a fetch handed it out."}
+OFFSET = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
+OFFSET_OR_END = {"type": "integer", "format": "int64", "minimum": -1, "maximum": 2**63 - 1}
+
 # Path converters ``<int:...>`` (api/urls.py) take digits only; ids are PostgreSQL bigint.
 DESTINATION_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
 

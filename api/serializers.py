@@ -5,11 +5,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from api import schema
 from api.errors import STATUS_BY_CODE
+from consumers import services as consumer_services
 from eventrelay.errors import EventRelayError
 from events.canonical import StoredEvent, to_canonical
 from topics.models import Topic
@@ -204,6 +206,148 @@ class AttemptSerializer(serializers.Serializer):
 
 class AttemptListSerializer(serializers.Serializer):
     attempts = AttemptSerializer(many=True)
+
+
+# --- Consumers (docs/consumers.md). Ranges from consumers.services, which enforces them. -----------------
+
+_CONSUMER_RANGES = {field: (lowest, highest) for field, _, _, lowest, highest in consumer_services.RANGES}
+
+
+def _ranged(field: str, **kwargs: Any) -> serializers.IntegerField:
+    lowest, highest = _CONSUMER_RANGES[field]
+    return serializers.IntegerField(min_value=lowest, max_value=highest, **kwargs)
+
+
+@extend_schema_field(schema.CONSUMER_NAME)
+class ConsumerNameField(serializers.CharField):
+    pass
+
+
+@extend_schema_field(schema.ACK_ID)
+class AckIdField(serializers.CharField):
+    pass
+
+
+@extend_schema_field(schema.OFFSET_OR_END)
+class OffsetOrEndField(serializers.IntegerField):
+    pass
+
+
+@extend_schema_field(schema.OFFSET)
+class OffsetField(serializers.IntegerField):
+    pass
+
+
+class ConsumerSerializer(serializers.Serializer):
+    name = ConsumerNameField()
+    topic = TopicRefField()
+    startOffset = OffsetField(source="start_offset")
+    ackWaitSeconds = serializers.IntegerField(source="ack_wait_seconds")
+    maxDeliveries = serializers.IntegerField(source="max_deliveries")
+    maxInFlight = serializers.IntegerField(source="max_in_flight")
+    eventNames = serializers.ListField(child=serializers.CharField(), source="event_names")
+    ordered = serializers.BooleanField()
+    ackFloor = serializers.IntegerField(source="ack_floor", help_text="Every matching event up to here is done.")
+    pending = serializers.IntegerField(help_text="Leased, or waiting for redelivery.")
+    lag = serializers.IntegerField(help_text="Matching events after the floor not yet acked.")
+    deadLetters = serializers.IntegerField(source="dead_letters")
+    createdAt = serializers.DateTimeField(source="created_at")
+
+
+class ConsumerListSerializer(serializers.Serializer):
+    consumers = ConsumerSerializer(many=True)
+
+
+class CreateConsumerSerializer(serializers.Serializer):
+    name = ConsumerNameField()
+    startOffset = OffsetOrEndField(
+        required=False, help_text="The first offset to deliver (default 1); -1: only events published from now on."
+    )
+    ackWaitSeconds = _ranged("ackWaitSeconds", required=False, help_text="How long a lease lasts (default 30).")
+    maxDeliveries = _ranged(
+        "maxDeliveries", required=False, help_text="Deliveries before the event is dead-lettered (default 20)."
+    )
+    maxInFlight = _ranged("maxInFlight", required=False, help_text="Events out and not acked at once (default 1000).")
+    eventNames = serializers.ListField(
+        child=StoredTextField(min_length=1, max_length=255, trim_whitespace=False),
+        required=False,
+        max_length=consumer_services.MAX_EVENT_NAMES,
+        help_text="Deliver only these names; the others count as done.",
+    )
+    ordered = serializers.BooleanField(
+        required=False, help_text="At most one event per topic id out at a time, in offset order."
+    )
+
+
+class FetchSerializer(serializers.Serializer):
+    maxEvents = _ranged("maxEvents", required=False, help_text="At most this many (default 100).")
+    waitMs = _ranged("waitMs", required=False, help_text="With nothing available, wait this long (default 0).")
+
+
+class DeliverySerializer(serializers.Serializer):
+    ackId = AckIdField()
+    deliveryCount = serializers.IntegerField(min_value=1)
+    event = EventSerializer()
+
+
+class FetchResponseSerializer(serializers.Serializer):
+    deliveries = DeliverySerializer(many=True)
+
+
+def _ack_ids() -> serializers.ListField:
+    return serializers.ListField(child=AckIdField(), max_length=settings.ER_CONSUMER_MAX_ACK_IDS)
+
+
+class AckSerializer(serializers.Serializer):
+    ackIds = _ack_ids()
+
+
+class NackSerializer(serializers.Serializer):
+    ackIds = _ack_ids()
+    delayMs = _ranged("delayMs", required=False, help_text="Available again after this long (default 0).")
+    reason = StoredTextField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=consumer_services.MAX_REASON_LENGTH,
+        help_text="Why it failed: kept with the dead letter if this was the last delivery.",
+    )
+
+
+class AckResponseSerializer(serializers.Serializer):
+    staleAckIds = serializers.ListField(
+        child=AckIdField(), help_text="Those that acted on nothing: their delivery is no longer out."
+    )
+
+
+class SeekSerializer(serializers.Serializer):
+    offset = OffsetOrEndField(help_text="Start over from here; -1: after the topic's last event.")
+
+
+class DeadLetterSerializer(serializers.Serializer):
+    offset = serializers.IntegerField()
+    eventId = serializers.UUIDField(source="event_id")
+    topic = TopicRefField()
+    deliveries = serializers.IntegerField()
+    lastError = serializers.CharField(source="last_error")
+    deadAt = serializers.DateTimeField(source="dead_at")
+
+
+class DeadLetterListSerializer(serializers.Serializer):
+    deadLetters = DeadLetterSerializer(many=True)
+
+
+class RedriveSerializer(serializers.Serializer):
+    offsets = serializers.ListField(
+        child=OffsetField(),
+        required=False,
+        max_length=settings.ER_CONSUMER_MAX_ACK_IDS,
+        help_text="Absent: every dead letter.",
+    )
+
+
+class RedriveResponseSerializer(serializers.Serializer):
+    offsets = serializers.ListField(child=serializers.IntegerField(), help_text="The offsets redriven.")
 
 
 class ErrorDetailSerializer(serializers.Serializer):

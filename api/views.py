@@ -42,13 +42,13 @@ class EventRelayView(APIView):
         return self.request.user.principal
 
 
-def _body_object(request: Request) -> dict[str, Any]:
+def body_object(request: Request) -> dict[str, Any]:
     if not isinstance(request.data, dict):
         raise InvalidInput("request body must be a JSON object")
     return request.data
 
 
-def _int_param(request: Request, name: str, default: int) -> int:
+def int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return default
@@ -72,7 +72,7 @@ class TopicsView(EventRelayView):
     )
     def post(self, request: Request) -> Response:
         require_admin(self.principal)
-        name = _body_object(request).get("name")
+        name = body_object(request).get("name")
         if not isinstance(name, str):
             raise InvalidInput("name is required", field="name")
         return Response(s.topic_payload(create_topic_as(self.principal, name)), status=201)
@@ -128,7 +128,7 @@ class EventsView(EventRelayView):
         summary="Pull events by offset",
     )
     def get(self, request: Request, ref: str) -> HttpResponse:
-        result = pull(self.principal, ref, _int_param(request, "offset", 1), _int_param(request, "limit", 0))
+        result = pull(self.principal, ref, int_param(request, "offset", 1), int_param(request, "limit", 0))
         return _events_response(result.events, status=200, next_offset=result.next_offset)
 
 
@@ -260,6 +260,6 @@ class WebhookAttemptsView(WebhookAdminView):
     )
     def get(self, request: Request, destination_id: int) -> Response:
         destination = self.destination(destination_id)
-        limit = min(_int_param(request, "limit", 100) or 100, 1000)
+        limit = min(int_param(request, "limit", 100) or 100, 1000)
         attempts = DeliveryAttempt.objects.filter(stream__destination=destination).select_related("stream__destination")
         return Response({"attempts": s.AttemptSerializer(attempts[:limit], many=True).data})

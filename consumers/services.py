@@ -32,24 +32,33 @@ from eventrelay.errors import AlreadyExists, InvalidInput, NotFound
 from eventrelay.refs import TopicRef
 from events import live
 from events.canonical import StoredEvent
+from events.validation import check_storable_text
 from topics.services import get_topic
 
 logger = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-_ACK_ID_RE = re.compile(r"(\d{1,18})-(\d{1,9})-(\d{1,18})-(\d{1,4})")
+_ACK_ID_RE = re.compile(r"([0-9]{1,18})-([0-9]{1,9})-([0-9]{1,18})-([0-9]{1,4})")
 
 MAX_EVENT_NAMES = 100
 MAX_OFFSET = 2**63 - 1  # PostgreSQL's bigint
 MAX_REASON_LENGTH = 2000
 
-# (camelCase field, model field, default, lowest, highest)
-_RANGES = [
+# (camelCase field, model field, default, lowest, highest): the consumer settings, then the numbers of the calls.
+SETTINGS_RANGES = [
     ("ackWaitSeconds", "ack_wait_seconds", 30, 1, 43_200),
     ("maxDeliveries", "max_deliveries", 20, 1, 1000),
     ("maxInFlight", "max_in_flight", 1000, 1, 10_000),
 ]
-SETTINGS_FIELDS = {"startOffset", "eventNames", "ordered", *(field for field, *_ in _RANGES)}
+RANGES = [
+    *SETTINGS_RANGES,
+    ("maxEvents", "max_events", 100, 1, 1000),
+    ("waitMs", "wait_ms", 0, 0, 30_000),
+    ("delayMs", "delay_ms", 0, 0, 43_200_000),
+    ("limit", "limit", 100, 1, 1000),
+]
+_DEFAULTS_AND_BOUNDS = {field: (default, lowest, highest) for field, _, default, lowest, highest in RANGES}
+SETTINGS_FIELDS = {"startOffset", "eventNames", "ordered", *(field for field, *_ in SETTINGS_RANGES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +347,7 @@ def nack(
     ``reason`` when that was their last allowed delivery."""
     consumer = _resolve(principal, topic_ref, name)
     parsed = _parse_ack_ids(consumer.pk, ack_ids)
-    delay = _whole_number(delay_ms, "delayMs", default=0, lowest=0, highest=43_200_000)
+    delay = _in_range(delay_ms, "delayMs")
     if reason is None:
         reason = ""
     if not isinstance(reason, str):
@@ -347,6 +356,7 @@ def nack(
         raise InvalidInput(
             f"reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH} are allowed", field="reason"
         )
+    check_storable_text(reason, "reason")
     with transaction.atomic(), connection.cursor() as cursor:
         epoch = _lock_and_check(cursor, consumer, parsed)
         current = [item for item in parsed if item.epoch == epoch]
@@ -448,7 +458,7 @@ def list_dead_letters(
     return dead_letters_of(
         consumer,
         after=_whole_number(after, "after", default=0, lowest=0, highest=None),
-        limit=_whole_number(limit, "limit", default=100, lowest=1, highest=1000),
+        limit=_in_range(limit, "limit"),
     )
 
 
@@ -540,7 +550,7 @@ def _settings(options: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {
         "start_offset": _whole_number(options.get("startOffset"), "startOffset", default=1, lowest=-1, highest=None)
     }
-    for field, attribute, default, lowest, highest in _RANGES:
+    for field, attribute, default, lowest, highest in SETTINGS_RANGES:
         values[attribute] = _whole_number(options.get(field), field, default=default, lowest=lowest, highest=highest)
     names = options.get("eventNames")
     if names is None:
@@ -551,6 +561,8 @@ def _settings(options: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInput(
             f"eventNames has {len(names)} names; at most {MAX_EVENT_NAMES} are allowed", field="eventNames"
         )
+    for position, event_name in enumerate(names):
+        check_storable_text(event_name, f"eventNames[{position}]")
     values["event_names"] = sorted(set(names))
     ordered = options.get("ordered")
     if ordered is None:
@@ -574,9 +586,14 @@ def _whole_number(value: object, field: str, *, default: int | None, lowest: int
     return value
 
 
+def _in_range(value: object, field: str) -> int:
+    default, lowest, highest = _DEFAULTS_AND_BOUNDS[field]
+    return _whole_number(value, field, default=default, lowest=lowest, highest=highest)
+
+
 def _max_events(value: object) -> int:
-    return _whole_number(value, "maxEvents", default=100, lowest=1, highest=1000)
+    return _in_range(value, "maxEvents")
 
 
 def _wait_ms(value: object) -> int:
-    return _whole_number(value, "waitMs", default=0, lowest=0, highest=30_000)
+    return _in_range(value, "waitMs")

@@ -47,7 +47,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and the API docs' static files from the web process itself (no separate
     # web server to set up); straight from the apps' static folders, so no collectstatic step.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "eventrelay.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

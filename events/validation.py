@@ -219,7 +219,7 @@ def _check_name(name: object, where: str) -> None:
             f"{where}.name: is {len(name)} characters long; at most {NAME_MAX_LENGTH} are allowed",
             field=f"{where}.name",
         )
-    _check_storable_text(name, f"{where}.name")
+    check_storable_text(name, f"{where}.name")
 
 
 def parse_json_text(text: str, where: str, max_depth: int | None = None) -> JSONText:
@@ -293,7 +293,7 @@ def _check_utf8(text: str, where: str) -> None:
         raise InvalidInput(f"{where}: contains an unpaired UTF-16 surrogate (not valid Unicode)", field=where) from None
 
 
-def _check_storable_text(text: str, where: str) -> None:
+def check_storable_text(text: str, where: str) -> None:
     """PostgreSQL text cannot hold NUL, and nothing can hold an unpaired surrogate."""
     if "\x00" in text:
         raise InvalidInput(f"{where}: must not contain NUL characters", field=where)
@@ -331,7 +331,7 @@ def _parse_user_id(raw: object, event_where: str) -> str | None:
         raise InvalidInput(
             f"{where}: is {len(raw)} characters long; at most {USER_ID_MAX_LENGTH} are allowed", field=where
         )
-    _check_storable_text(raw, where)
+    check_storable_text(raw, where)
     return raw
 
 

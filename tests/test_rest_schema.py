@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 
 from api.errors import STATUS_BY_CODE
 from api.schema import OCCURRED_AT_PATTERN, TOPIC_NAME_PATTERN, TOPIC_REF_MAX_LENGTH, TOPIC_REF_PATTERN
+from consumers.services import create_consumer
 from eventrelay.auth import mint_token
 from eventrelay.errors import InvalidInput
 from eventrelay.refs import ID_MAX_LENGTH, NAME_MAX_LENGTH, TopicRef, validate_topic_name
@@ -48,6 +49,15 @@ SPEC_PATHS = {
     "/api/v1/topics": {"get", "post"},
     "/api/v1/topics/{}": {"get", "delete"},
     "/api/v1/topics/{}/events": {"get", "post"},
+    "/api/v1/topics/{}/consumers": {"get", "post"},
+    "/api/v1/topics/{}/consumers/{}": {"get", "delete"},
+    "/api/v1/topics/{}/consumers/{}/fetch": {"post"},
+    "/api/v1/topics/{}/consumers/{}/ack": {"post"},
+    "/api/v1/topics/{}/consumers/{}/nack": {"post"},
+    "/api/v1/topics/{}/consumers/{}/extend": {"post"},
+    "/api/v1/topics/{}/consumers/{}/seek": {"post"},
+    "/api/v1/topics/{}/consumers/{}/dead-letters": {"get"},
+    "/api/v1/topics/{}/consumers/{}/dead-letters/redrive": {"post"},
     "/api/v1/webhooks": {"get", "post"},
     "/api/v1/webhooks/{}": {"get", "patch", "delete"},
     "/api/v1/webhooks/{}/pause": {"post"},
@@ -188,7 +198,7 @@ def test_topic_names_and_references_in_paths_and_bodies_carry_their_pattern_and_
     refs = path_parameters(openapi, "ref")
     schemas = openapi["components"]["schemas"]
 
-    assert len(names) == 2 and len(refs) == 2
+    assert len(names) == 2 and len(refs) == 13
     for name in [*names, schemas["CreateTopicRequest"]["properties"]["name"]]:
         assert (name["pattern"], name["minLength"], name["maxLength"]) == ("^[a-z][a-z0-9_]*$", 1, NAME_MAX_LENGTH)
     for ref in [*refs, schemas["DestinationCreateRequest"]["properties"]["topic"]]:
@@ -213,7 +223,8 @@ def test_every_request_body_refuses_fields_it_does_not_list(openapi):
             assert option["additionalProperties"] is False, (method, path)
             bodies += 1
 
-    assert bodies == 5  # topics, events (one or a list), webhooks POST and PATCH
+    # topics, events (one or a list), webhooks POST and PATCH; consumers, fetch, ack, nack, extend, seek, redrive
+    assert bodies == 12
 
 
 def test_a_published_list_holds_one_to_the_batch_limit_and_names_its_ranges(openapi, settings):
@@ -299,6 +310,7 @@ ADMIN_TOKEN = mint_token([], admin=True, ttl_seconds=24 * 3600)
 SEEDED_TOPIC = unique_topic("users")
 SEEDED_DESTINATION_ID = 900_001
 SEEDED_EVENTS = 3
+SEEDED_CONSUMER = "seeded"
 WEBHOOK_URLS = ["http://127.0.0.1:9/hook", "https://localhost/hooks/crm?x=1", "HTTP://[::1]:8080/", "http://10.1.2.3"]
 # What a request the schema calls valid may answer (Schemathesis' positive-data check): 2xx, or a documented
 # refusal that does not mean "malformed": 401/403 (auth), 404 (names something that does not exist), 409 (exists
@@ -320,11 +332,13 @@ schema = schemathesis.openapi.from_wsgi(
                 "topic_names": {"values": [SEEDED_TOPIC]},
                 "topic_refs": {"values": [SEEDED_TOPIC, f"{SEEDED_TOPIC}:123"]},
                 "destination_ids": {"values": [SEEDED_DESTINATION_ID]},
+                "consumer_names": {"values": [SEEDED_CONSUMER]},
             },
             "parameters": {
                 "path.name": {"dictionary": "topic_names", "probability": 0.5},
                 "path.ref": {"dictionary": "topic_refs", "probability": 0.5},
                 "path.destination_id": {"dictionary": "destination_ids", "probability": 0.5},
+                "path.consumer": {"dictionary": "consumer_names", "probability": 0.5},
                 "body.topic": {"dictionary": "topic_refs", "probability": 0.5},
             },
         }
@@ -344,6 +358,7 @@ def seeded(transactional_db: None, settings: Any, admin: Any) -> Iterator[None]:
         )
         destination = create_destination(name="seed", url="http://127.0.0.1:9/hook", topic=SEEDED_TOPIC)
         Destination.objects.filter(pk=destination.pk).update(id=SEEDED_DESTINATION_ID)
+        create_consumer(admin, SEEDED_TOPIC, SEEDED_CONSUMER, {})
         yield
     finally:
         for name in Topic.objects.values_list("name", flat=True):
@@ -362,12 +377,19 @@ def test_generated_requests_get_no_server_error_and_the_valid_ones_are_accepted_
 
 
 def within_this_world(case: Any) -> None:
-    """Two rules of webhook bodies no schema can state, as they depend on the world, not on the request: the
-    URL's host must resolve (this machine has no DNS: only IP literals and localhost do), and startOffset is at
-    most the topic's last offset. A valid request gets values that hold here, so a 400 still means the schema
-    and the API disagree."""
+    """Rules no schema can state, as they depend on the world, not on the request: a webhook URL's host must
+    resolve (this machine has no DNS: only IP literals and localhost do), and its startOffset is at most the
+    topic's last offset; an ackId must be one the consumer handed out, and a redriven offset one of its dead
+    letters. A valid request gets values that hold here, so a 400 still means the schema and the API disagree.
+    And a fetch waits at most a moment: the run would otherwise sit out long-polls of up to 30 seconds."""
+    if isinstance(case.body, dict) and type(case.body.get("waitMs")) is int:
+        case.body["waitMs"] = min(case.body["waitMs"], 10)
     if case.meta is None or not case.meta.generation.mode.is_positive or not isinstance(case.body, dict):
         return
+    if "ackIds" in case.body:
+        case.body["ackIds"] = []
+    if "offsets" in case.body:
+        case.body["offsets"] = []
     if "url" in case.body:
         case.body["url"] = WEBHOOK_URLS[len(case.body["url"]) % len(WEBHOOK_URLS)]
     if "startOffset" in case.body:
