@@ -1,3 +1,3 @@
 """Found by the admin's autodiscovery: registers the console's pages for each app's models."""
 
-from console import topics, webhooks  # noqa: F401  (each registers its ModelAdmins)
+from console import consumers, topics, webhooks  # noqa: F401  (each registers its ModelAdmins)

@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from consumers.services import consumers_of_topic
 from eventrelay.errors import EventRelayError
 from eventrelay.refs import validate_topic_id, validate_topic_name
 from events.browser import BrowserFilters, browse, events_stored_since, get_event, shown_json
@@ -66,7 +67,7 @@ _FieldsSpec = tuple[str | tuple[str, ...], ...]
 class TopicAdmin(admin.ModelAdmin):
     list_display = ("name", "events", "events_per_minute", "created_at", "browse_link")
     search_fields = ("name",)
-    readonly_fields = ("name", "last_offset", "created_at", "browse_link")
+    readonly_fields = ("name", "last_offset", "created_at", "browse_link", "consumers_link")
 
     def get_form(
         self, request: HttpRequest, obj: Topic | None = None, change: bool = False, **kwargs: Any
@@ -96,6 +97,13 @@ class TopicAdmin(admin.ModelAdmin):
             return "-"
         return format_html('<a href="{}">Browse events</a>', reverse("admin:topics_topic_events", args=[topic.pk]))
 
+    @admin.display(description="Consumers")
+    def consumers_link(self, topic: Topic) -> str:
+        if topic.pk is None:
+            return "-"
+        url = reverse("admin:consumers_consumer_changelist") + f"?topic__id__exact={topic.pk}"
+        return format_html('<a href="{}">Consumers ({})</a>', url, topic.consumers.count())
+
     # --- lifecycle through the services: the table is created and dropped with the row --------------
 
     def save_model(self, request: HttpRequest, obj: Topic, form: forms.ModelForm, change: bool) -> None:
@@ -117,7 +125,17 @@ class TopicAdmin(admin.ModelAdmin):
         topic = self.get_object(request, object_id)
         context = {**(extra_context or {})}
         if topic is not None:
-            context.update({"events_table": topic.table_name, "event_count": topic.last_offset})
+            context.update(
+                {
+                    "events_table": topic.table_name,
+                    "event_count": topic.last_offset,
+                    # Deleted with the topic (CASCADE): the confirmation names them.
+                    "consumer_names": [
+                        info.name if info.topic == topic.name else f"{info.name} ({info.topic})"
+                        for info in consumers_of_topic(topic.name)
+                    ],
+                }
+            )
         return super().delete_view(request, object_id, context)
 
     # --- the event browser --------------------------------------------------------------------------
