@@ -6,6 +6,7 @@ shared servers are never touched.
 """
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from eventrelay.auth import mint_token
+from eventrelay.v1 import eventrelay_pb2 as pb
 from harness.processes import GrpcServer, WebServer
 from tests.faults import PrivatePostgres, PrivateRedis
 from tests.grpc_client import Client
@@ -250,3 +252,79 @@ async def test_a_stopped_redis_is_unavailable_to_live_subscriptions_and_they_wor
         published = await asyncio.to_thread(rest, web, "POST", f"topics/{topic}/events", [{"name": "a", "data": {}}])
         assert published.status_code == 201, published.text
         assert (await ws.next_event(topic))["event"]["offset"] == 1
+
+
+# --- Durable consumers ---------------------------------------------------------------------------------
+
+
+def consumer_call(client: Client, method: str, request: Any) -> Any:
+    return getattr(client.consumers, method)(request, metadata=client.metadata, timeout=30)
+
+
+def until_served(call: Any) -> Any:
+    """``call()`` once it succeeds; every failure before it says UNAVAILABLE."""
+    for _ in range(CALLS_AFTER_RESTART):
+        try:
+            return call()
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    raise AssertionError("never served again")
+
+
+def test_consumers_are_unavailable_while_postgres_is_down_and_lose_no_ack_or_lease(
+    running_postgres: PrivatePostgres, client: Client, web: WebServer
+) -> None:
+    topic = new_topic(client)
+    client.publish(topic, *({"n": n} for n in range(3)))
+    ref = pb.ConsumerRef(topic=topic, consumer="billing")
+    consumer_call(client, "CreateConsumer", pb.CreateConsumerRequest(topic=topic, consumer="billing"))
+    first, second, third = consumer_call(
+        client, "Fetch", pb.FetchRequest(topic=topic, consumer="billing", max_events=3)
+    ).deliveries
+    consumer_call(client, "Ack", pb.AckRequest(topic=topic, consumer="billing", ack_ids=[first.ack_id]))
+
+    running_postgres.stop()
+    assert_unavailable_rpc(lambda: consumer_call(client, "Fetch", pb.FetchRequest(topic=topic, consumer="billing")))
+    assert_unavailable_rpc(
+        lambda: consumer_call(client, "Ack", pb.AckRequest(topic=topic, consumer="billing", ack_ids=[second.ack_id]))
+    )
+    assert_unavailable_rpc(lambda: consumer_call(client, "GetConsumer", ref))
+    assert_unavailable_response(rest(web, "POST", f"topics/{topic}/consumers/billing/fetch", {"waitMs": 1000}))
+    assert_unavailable_response(rest(web, "POST", f"topics/{topic}/consumers/billing/ack", {"ackIds": [third.ack_id]}))
+    running_postgres.start()
+
+    # The ack from before the outage held, the two leases are still out (nothing to fetch), and acking them now
+    # moves the floor to the end.
+    info = until_served(lambda: consumer_call(client, "GetConsumer", ref))
+    assert (info.ack_floor, info.pending) == (1, 2)
+    assert not consumer_call(client, "Fetch", pb.FetchRequest(topic=topic, consumer="billing")).deliveries
+    acked = rest(web, "POST", f"topics/{topic}/consumers/billing/ack", {"ackIds": [second.ack_id, third.ack_id]})
+    assert acked.status_code == 200 and acked.json() == {"staleAckIds": []}, acked.text
+    info = consumer_call(client, "GetConsumer", ref)
+    assert (info.ack_floor, info.pending, info.lag) == (3, 0, 0)
+
+
+def test_a_long_poll_still_finds_new_events_while_redis_is_down(
+    redis_server: PrivateRedis, client: Client, web: WebServer
+) -> None:
+    topic = new_topic(client)
+    consumer_call(client, "CreateConsumer", pb.CreateConsumerRequest(topic=topic, consumer="billing"))
+    redis_server.stop()
+    try:
+        # Nothing wakes the fetches (the live hub cannot be reached): they poll PostgreSQL meanwhile.
+        started = time.monotonic()
+        grpc_poll = client.consumers.Fetch.future(
+            pb.FetchRequest(topic=topic, consumer="billing", max_events=1, wait_ms=20_000),
+            metadata=client.metadata,
+            timeout=60,
+        )
+        client.publish(topic, {"n": 1}, {"n": 2})
+        rest_poll = rest(web, "POST", f"topics/{topic}/consumers/billing/fetch", {"maxEvents": 1, "waitMs": 20_000})
+        grpc_offsets = [delivery.event.offset for delivery in grpc_poll.result().deliveries]
+        took = time.monotonic() - started
+    finally:
+        redis_server.start()
+    assert rest_poll.status_code == 200, rest_poll.text
+    rest_offsets = [delivery["event"]["offset"] for delivery in rest_poll.json()["deliveries"]]
+    assert sorted(grpc_offsets + rest_offsets) == [1, 2]
+    assert took < 20  # found by polling, not only by the last look at its deadline
