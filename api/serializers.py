@@ -56,14 +56,38 @@ class WebhookURLField(serializers.URLField):
 
 
 # Field names are the API's camelCase (docs/api.md), mapped to model fields with `source`.
+def _retention_field(**kwargs: Any) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=0, max_value=2**63 - 1, allow_null=True, **kwargs)
+
+
 class TopicSerializer(serializers.Serializer):
     name = TopicNameField()
+    firstOffset = serializers.IntegerField(
+        source="first_offset", help_text="The lowest offset retained (lastOffset + 1 when none is)."
+    )
     lastOffset = serializers.IntegerField(source="last_offset")
+    retentionMaxAgeSeconds = _retention_field(
+        source="retention_max_age_seconds", help_text="Events stored longer ago are deleted; null: kept."
+    )
+    retentionMaxEvents = _retention_field(source="retention_max_events", help_text="Newest events kept; null: all.")
     createdAt = serializers.DateTimeField(source="created_at")
 
 
-class CreateTopicSerializer(serializers.Serializer):
+class RetentionSerializer(serializers.Serializer):
+    retentionMaxAgeSeconds = _retention_field(
+        required=False, help_text="Delete events stored longer ago than this (0 or null: keep them)."
+    )
+    retentionMaxEvents = _retention_field(
+        required=False, help_text="Keep at most this many of the newest events (0 or null: no limit)."
+    )
+
+
+class CreateTopicSerializer(RetentionSerializer):
     name = TopicNameField()
+
+
+class UpdateTopicSerializer(RetentionSerializer):
+    pass
 
 
 class TopicListSerializer(serializers.Serializer):

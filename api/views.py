@@ -18,7 +18,7 @@ from eventrelay.auth import Principal, require_admin
 from eventrelay.errors import InvalidInput, NotFound
 from events.canonical import StoredEvent, canonical_json_list
 from events.services import publish, pull
-from topics.services import create_topic_as, delete_topic_as, get_topic_as, list_topics_as
+from topics.services import create_topic_as, delete_topic_as, get_topic_as, list_topics_as, update_topic_as
 from webhooks import services as webhooks
 from webhooks.models import DeliveryAttempt, Destination
 
@@ -72,16 +72,26 @@ class TopicsView(EventRelayView):
     )
     def post(self, request: Request) -> Response:
         require_admin(self.principal)
-        name = body_object(request).get("name")
+        settings = dict(body_object(request))
+        name = settings.pop("name", None)
         if not isinstance(name, str):
             raise InvalidInput("name is required", field="name")
-        return Response(s.topic_payload(create_topic_as(self.principal, name)), status=201)
+        return Response(s.topic_payload(create_topic_as(self.principal, name, settings)), status=201)
 
 
 class TopicView(EventRelayView):
     @extend_schema(parameters=[TOPIC_NAME], responses={200: s.TopicSerializer, **ERRORS}, summary="Get a topic")
     def get(self, request: Request, name: str) -> Response:
         return Response(s.topic_payload(get_topic_as(self.principal, name)))
+
+    @extend_schema(
+        parameters=[TOPIC_NAME],
+        request=s.UpdateTopicSerializer,
+        responses={200: s.TopicSerializer, **ERRORS},
+        summary="Change a topic's retention (admin)",
+    )
+    def patch(self, request: Request, name: str) -> Response:
+        return Response(s.topic_payload(update_topic_as(self.principal, name, body_object(request))))
 
     @extend_schema(
         parameters=[TOPIC_NAME], responses={204: None, **ERRORS}, summary="Delete a topic and its events (admin)"

@@ -6,7 +6,8 @@
 - ``PendingEvent``: an event handed out and not yet acknowledged (leased, or waiting for redelivery after a nack
   or an expired lease), or, with ``ordered``, queued behind an earlier event of its topic id. Acknowledged
   events below ``next_offset`` have no row, so the table holds what is in flight, not the log.
-- ``DeadLetter``: an event that used up ``max_deliveries``; kept until redriven or sought past.
+- ``DeadLetter``: an event that used up ``max_deliveries``; kept until redriven or sought past, or until
+  retention deletes its event.
 
 The consumer's floor is derived, never stored: the lowest pending offset - 1, or ``next_offset`` - 1 when
 nothing is pending (docs/consumers.md). Acks therefore write nothing but the deletion of their rows.
@@ -39,6 +40,8 @@ class Consumer(models.Model):
     ordered = models.BooleanField(default=False)
     next_offset = models.BigIntegerField()
     epoch = models.IntegerField(default=0)
+    # Matching events retention deleted before this consumer had them acknowledged (consumers.retention).
+    expired = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ConsumerQuerySet.as_manager()

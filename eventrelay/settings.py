@@ -172,6 +172,13 @@ ER_CONSUMER_MAX_QUEUED = env_int("ER_CONSUMER_MAX_QUEUED", 10_000)
 ER_CONSUMER_RECHECK_MS = env_int("ER_CONSUMER_RECHECK_MS", 1000)
 ER_CONSUMER_MAX_ACK_IDS = env_int("ER_CONSUMER_MAX_ACK_IDS", 1000)
 
+# Retention (topics.retention): what a new topic keeps (0: everything), how often beat sweeps, and how many
+# events one sweep transaction deletes at most.
+ER_RETENTION_MAX_AGE_S = env_int("ER_RETENTION_MAX_AGE_S", 0)
+ER_RETENTION_MAX_EVENTS = env_int("ER_RETENTION_MAX_EVENTS", 0)
+ER_RETENTION_SWEEP_S = env_int("ER_RETENTION_SWEEP_S", 60)
+ER_RETENTION_BATCH = env_int("ER_RETENTION_BATCH", 10_000)
+
 # WebSocket: the largest text frame accepted (a maximal publish plus its JSON framing), and how many
 # bytes may wait unread on one connection before its subscriptions end with slow_consumer.
 ER_WS_MAX_FRAME_BYTES = env_int("ER_WS_MAX_FRAME_BYTES", ER_MAX_REQUEST_BYTES + 1024 * 1024)
@@ -275,4 +282,5 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("ER_CELERY_QUEUE", "celery")
 CELERY_BEAT_SCHEDULE = {
     "sweep-webhook-streams": {"task": "webhooks.tasks.sweep", "schedule": float(ER_WEBHOOK_SWEEP_S)},
+    "sweep-retention": {"task": "topics.tasks.sweep_retention", "schedule": float(ER_RETENTION_SWEEP_S)},
 }

@@ -59,4 +59,11 @@ def _occurred_at(moment: Timestamp, where: str) -> datetime:
 
 
 def topic_message(topic: Topic) -> pb.Topic:
-    return pb.Topic(name=topic.name, last_offset=topic.last_offset, created_at=timestamp_of(topic.created_at))
+    return pb.Topic(
+        name=topic.name,
+        last_offset=topic.last_offset,
+        created_at=timestamp_of(topic.created_at),
+        first_offset=topic.first_offset,
+        retention_max_age_seconds=topic.retention_max_age_seconds or 0,
+        retention_max_events=topic.retention_max_events or 0,
+    )

@@ -12,7 +12,7 @@ from events.services import apublish, pull_encoded, subscribe
 from grpc_api.convert import topic_message, validate_message
 from grpc_api.handlers import abort_unavailable, abort_with, principal_of, rpc
 from grpc_api.wire import event_bytes, events_response, pull_response
-from topics.services import create_topic_as, delete_topic_as, list_topics_as
+from topics.services import create_topic_as, delete_topic_as, list_topics_as, update_topic_as
 
 Context = grpc.aio.ServicerContext
 
@@ -20,7 +20,12 @@ Context = grpc.aio.ServicerContext
 class TopicsServicer(pb_grpc.TopicsServicer):
     @rpc
     async def CreateTopic(self, request: pb.CreateTopicRequest, context: Context) -> pb.Topic:
-        topic = await run_sync(create_topic_as, await principal_of(context), request.name)
+        topic = await run_sync(create_topic_as, await principal_of(context), request.name, _retention_of(request))
+        return topic_message(topic)
+
+    @rpc
+    async def UpdateTopic(self, request: pb.UpdateTopicRequest, context: Context) -> pb.Topic:
+        topic = await run_sync(update_topic_as, await principal_of(context), request.name, _retention_of(request))
         return topic_message(topic)
 
     @rpc
@@ -32,6 +37,12 @@ class TopicsServicer(pb_grpc.TopicsServicer):
     async def ListTopics(self, request: pb.ListTopicsRequest, context: Context) -> pb.ListTopicsResponse:
         topics = await run_sync(list_topics_as, await principal_of(context))
         return pb.ListTopicsResponse(topics=[topic_message(topic) for topic in topics])
+
+
+def _retention_of(request: pb.CreateTopicRequest | pb.UpdateTopicRequest) -> dict[str, int]:
+    """The retention settings the request sets (proto3 ``optional``: unset is absent, 0 is "no bound")."""
+    fields = {"retention_max_age_seconds": "retentionMaxAgeSeconds", "retention_max_events": "retentionMaxEvents"}
+    return {camel: getattr(request, field) for field, camel in fields.items() if request.HasField(field)}
 
 
 class EventsServicer(pb_grpc.EventsServicer):

@@ -27,6 +27,7 @@ SPEC_SERVICES = {
         "CreateTopic": ("CreateTopicRequest", "Topic", False),
         "DeleteTopic": ("DeleteTopicRequest", "DeleteTopicResponse", False),
         "ListTopics": ("ListTopicsRequest", "ListTopicsResponse", False),
+        "UpdateTopic": ("UpdateTopicRequest", "Topic", False),
     },
     "Events": {
         "PublishEvents": ("PublishEventsRequest", "PublishEventsResponse", False),
@@ -52,8 +53,16 @@ SPEC_SERVICES = {
 # docs/grpc.md: message → {field: type}, where a type is a scalar name, "Timestamp", a message
 # name, or "repeated <message>".
 SPEC_MESSAGES = {
-    "CreateTopicRequest": {"name": "string"},
-    "Topic": {"name": "string", "last_offset": "int64", "created_at": "Timestamp"},
+    "CreateTopicRequest": {"name": "string", "retention_max_age_seconds": "int64", "retention_max_events": "int64"},
+    "UpdateTopicRequest": {"name": "string", "retention_max_age_seconds": "int64", "retention_max_events": "int64"},
+    "Topic": {
+        "name": "string",
+        "last_offset": "int64",
+        "created_at": "Timestamp",
+        "first_offset": "int64",
+        "retention_max_age_seconds": "int64",
+        "retention_max_events": "int64",
+    },
     "DeleteTopicRequest": {"name": "string"},
     "DeleteTopicResponse": {},
     "ListTopicsRequest": {},

@@ -171,8 +171,16 @@ def test_an_admin_creates_a_topic_with_its_table(admin_api):
 
     assert response.status_code == 201, response.content
     body = response.json()
-    assert set(body) == {"name", "lastOffset", "createdAt"}
-    assert body["name"] == "signups" and body["lastOffset"] == 0
+    assert set(body) == {
+        "name",
+        "firstOffset",
+        "lastOffset",
+        "retentionMaxAgeSeconds",
+        "retentionMaxEvents",
+        "createdAt",
+    }
+    assert body["name"] == "signups" and (body["firstOffset"], body["lastOffset"]) == (1, 0)
+    assert (body["retentionMaxAgeSeconds"], body["retentionMaxEvents"]) == (None, None)
     assert before - timedelta(seconds=5) < parse_timestamp(body["createdAt"]) < datetime.now(UTC) + timedelta(seconds=5)
     assert Topic.objects.filter(name="signups").exists()
     assert table_exists(events_table_name("signups"))
@@ -237,7 +245,10 @@ def test_an_admin_lists_every_topic(admin_api, make_topic):
     assert response.status_code == 200
     topics = response.json()["topics"]
     assert [topic["name"] for topic in topics] == ["users", "visits"]
-    assert all(set(topic) == {"name", "lastOffset", "createdAt"} for topic in topics)
+    assert all(
+        set(topic) == {"name", "firstOffset", "lastOffset", "retentionMaxAgeSeconds", "retentionMaxEvents", "createdAt"}
+        for topic in topics
+    )
 
 
 def test_a_scoped_token_lists_only_the_topics_it_is_granted(api_as, make_topic):

@@ -47,7 +47,7 @@ from webhooks.services import create_destination
 # docs/rest.md's table: every path with its methods ({id} stands for any path parameter name).
 SPEC_PATHS = {
     "/api/v1/topics": {"get", "post"},
-    "/api/v1/topics/{}": {"get", "delete"},
+    "/api/v1/topics/{}": {"get", "patch", "delete"},
     "/api/v1/topics/{}/events": {"get", "post"},
     "/api/v1/topics/{}/consumers": {"get", "post"},
     "/api/v1/topics/{}/consumers/{}": {"get", "delete"},
@@ -198,7 +198,7 @@ def test_topic_names_and_references_in_paths_and_bodies_carry_their_pattern_and_
     refs = path_parameters(openapi, "ref")
     schemas = openapi["components"]["schemas"]
 
-    assert len(names) == 2 and len(refs) == 13
+    assert len(names) == 3 and len(refs) == 13
     for name in [*names, schemas["CreateTopicRequest"]["properties"]["name"]]:
         assert (name["pattern"], name["minLength"], name["maxLength"]) == ("^[a-z][a-z0-9_]*$", 1, NAME_MAX_LENGTH)
     for ref in [*refs, schemas["DestinationCreateRequest"]["properties"]["topic"]]:
@@ -223,8 +223,9 @@ def test_every_request_body_refuses_fields_it_does_not_list(openapi):
             assert option["additionalProperties"] is False, (method, path)
             bodies += 1
 
-    # topics, events (one or a list), webhooks POST and PATCH; consumers, fetch, ack, nack, extend, seek, redrive
-    assert bodies == 12
+    # topics POST and PATCH, events (one or a list), webhooks POST and PATCH; consumers, fetch, ack, nack, extend,
+    # seek, redrive
+    assert bodies == 13
 
 
 def test_a_published_list_holds_one_to_the_batch_limit_and_names_its_ranges(openapi, settings):

@@ -22,6 +22,13 @@ class Topic(models.Model):
     name = models.CharField(max_length=NAME_MAX_LENGTH, unique=True)
     last_offset = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # What the topic keeps (topics.retention); None: no bound.
+    retention_max_age_seconds = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Delete events stored longer ago than this. Empty: keep them."
+    )
+    retention_max_events = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Keep at most this many of the newest events. Empty: no limit."
+    )
 
     objects = TopicQuerySet.as_manager()
 
@@ -34,6 +41,29 @@ class Topic(models.Model):
     @property
     def table_name(self) -> str:
         return events_table_name(self.name)
+
+    @property
+    def first_offset(self) -> int:
+        """The lowest offset the topic still holds (``last_offset + 1`` when it holds none): what retention left."""
+        state = getattr(self, "retention_state", None)
+        return max(state.first_offset if state is not None else 1, 1)
+
+
+class RetentionState(models.Model):
+    """Where retention has got to in a topic: every offset below ``first_offset`` is deleted.
+
+    A row of its own, not columns of ``Topic``: the sweep updates it in every batch, and the topic's row is the
+    offset counter publishing locks (a sweep never waits for a publish, nor a publish for a sweep).
+    """
+
+    topic = models.OneToOneField(Topic, on_delete=models.CASCADE, primary_key=True, related_name="retention_state")
+    first_offset = models.BigIntegerField(default=1)
+    deleted_total = models.BigIntegerField(default=0)
+    last_sweep_at = models.DateTimeField(null=True, blank=True)
+    last_sweep_deleted = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"retention of {self.topic_id}"
 
 
 # --- The offset counter: SQL on the topic's row, for events.storage's publish transaction -------------

@@ -161,6 +161,8 @@ class DeliveryStream(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     delivered_count = models.BigIntegerField(default=0)
+    # Events of this stream retention deleted before they were delivered (webhooks.receivers).
+    expired_count = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = DeliveryStreamQuerySet.as_manager()

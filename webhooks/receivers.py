@@ -1,5 +1,6 @@
-"""Wakes webhook delivery after a publish commits (``events_committed`` is sent after commit), and ends a deleted
-topic's deliveries (``topic_deleted``, inside the delete's transaction)."""
+"""Wakes webhook delivery after a publish commits (``events_committed`` is sent after commit), ends a deleted
+topic's deliveries (``topic_deleted``, inside the delete's transaction), and moves streams past what retention
+deletes (``events_expiring``, inside the sweep's transaction)."""
 
 import logging
 
@@ -7,7 +8,8 @@ from django.db import connection
 from django.dispatch import receiver
 
 from events.signals import events_committed
-from topics.signals import topic_deleted
+from topics import tables
+from topics.signals import events_expiring, topic_deleted
 from webhooks import wakeups
 from webhooks.models import DeliveryStream, Destination
 
@@ -54,3 +56,43 @@ def end_deliveries_of_deleted_topic(sender: object, name: str, **kwargs: object)
             for pk, topic_id in destinations.exclude(topic_id="").values_list("pk", "topic_id")
         ]
     )
+
+
+@receiver(events_expiring, dispatch_uid="webhooks.move_streams_past_expired_events")
+def move_streams_past_expired_events(sender: object, name: str, first: int, up_to: int, **kwargs: object) -> None:
+    """Streams whose cursor is below ``up_to`` skip to it, counting in ``expired_count`` the events of theirs
+    (their topic id, the destination's name filter) that were not delivered; a deleted head event's failed
+    attempts go with it. Whole-topic destinations first get the streams of topic ids not discovered yet, so that those are
+    counted too. Paused destinations are moved as well: they resume at what is kept."""
+    last_deleted = up_to - 1
+    destinations = Destination.objects.for_topic(name)
+    for destination in destinations.filter(topic_id="", scanned_offset__lt=last_deleted):
+        topic_ids = tables.topic_ids_between(name, after=destination.scanned_offset, up_to=last_deleted)
+        DeliveryStream.objects.bulk_create(
+            [
+                DeliveryStream(destination=destination, topic_id=tid, last_offset=destination.start_offset)
+                for tid in topic_ids
+            ],
+            ignore_conflicts=True,
+        )
+        Destination.objects.filter(pk=destination.pk, scanned_offset__lt=last_deleted).update(
+            scanned_offset=last_deleted
+        )
+    streams = connection.ops.quote_name(DeliveryStream._meta.db_table)
+    destinations_table = connection.ops.quote_name(Destination._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {streams} s SET expired_count = s.expired_count + behind.lost, last_offset = %s, "
+            # Its head event (the first of its events after the cursor) is among the deleted ones when any is.
+            "attempts = CASE WHEN behind.lost > 0 THEN 0 ELSE s.attempts END, "
+            "last_error = CASE WHEN behind.lost > 0 THEN '' ELSE s.last_error END, "
+            "next_attempt_at = CASE WHEN behind.lost > 0 THEN LEAST(s.next_attempt_at, now()) "
+            "ELSE s.next_attempt_at END "
+            "FROM (SELECT s.id, (SELECT count(*) FROM "
+            f'{tables.quoted_table(name)} e WHERE e.topic_id = s.topic_id AND e."offset" > s.last_offset '
+            "AND e.\"offset\" < %s AND (d.event_names = '[]'::jsonb OR e.name IN "
+            "(SELECT jsonb_array_elements_text(d.event_names)))) AS lost "
+            f"FROM {streams} s JOIN {destinations_table} d ON d.id = s.destination_id "
+            "WHERE d.topic_name = %s AND s.last_offset < %s) behind WHERE s.id = behind.id",
+            [last_deleted, up_to, name, last_deleted],
+        )

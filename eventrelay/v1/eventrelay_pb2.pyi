@@ -10,20 +10,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateTopicRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "retention_max_age_seconds", "retention_max_events")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    retention_max_age_seconds: int
+    retention_max_events: int
+    def __init__(self, name: _Optional[str] = ..., retention_max_age_seconds: _Optional[int] = ..., retention_max_events: _Optional[int] = ...) -> None: ...
+
+class UpdateTopicRequest(_message.Message):
+    __slots__ = ("name", "retention_max_age_seconds", "retention_max_events")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    retention_max_age_seconds: int
+    retention_max_events: int
+    def __init__(self, name: _Optional[str] = ..., retention_max_age_seconds: _Optional[int] = ..., retention_max_events: _Optional[int] = ...) -> None: ...
 
 class Topic(_message.Message):
-    __slots__ = ("name", "last_offset", "created_at")
+    __slots__ = ("name", "last_offset", "created_at", "first_offset", "retention_max_age_seconds", "retention_max_events")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LAST_OFFSET_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     last_offset: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., last_offset: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    first_offset: int
+    retention_max_age_seconds: int
+    retention_max_events: int
+    def __init__(self, name: _Optional[str] = ..., last_offset: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_offset: _Optional[int] = ..., retention_max_age_seconds: _Optional[int] = ..., retention_max_events: _Optional[int] = ...) -> None: ...
 
 class DeleteTopicRequest(_message.Message):
     __slots__ = ("name",)

@@ -49,6 +49,11 @@ class TopicsStub:
                 request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListTopicsRequest.SerializeToString,
                 response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListTopicsResponse.FromString,
                 _registered_method=True)
+        self.UpdateTopic = channel.unary_unary(
+                '/eventrelay.v1.Topics/UpdateTopic',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.UpdateTopicRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.Topic.FromString,
+                _registered_method=True)
 
 
 class TopicsServicer:
@@ -75,6 +80,13 @@ class TopicsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateTopic(self, request, context):
+        """Admin only. Changes the retention settings given (0: no bound); the next sweep applies them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TopicsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_TopicsServicer_to_server(servicer, server):
                     servicer.ListTopics,
                     request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListTopicsRequest.FromString,
                     response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.ListTopicsResponse.SerializeToString,
+            ),
+            'UpdateTopic': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTopic,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.UpdateTopicRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.Topic.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class Topics:
             '/eventrelay.v1.Topics/ListTopics',
             eventrelay_dot_v1_dot_eventrelay__pb2.ListTopicsRequest.SerializeToString,
             eventrelay_dot_v1_dot_eventrelay__pb2.ListTopicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTopic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventrelay.v1.Topics/UpdateTopic',
+            eventrelay_dot_v1_dot_eventrelay__pb2.UpdateTopicRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.Topic.FromString,
             options,
             channel_credentials,
             insecure,
