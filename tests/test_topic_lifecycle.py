@@ -92,10 +92,27 @@ def test_a_non_admin_lists_only_the_topics_it_is_granted(db, principal_for):
 def test_management_commands_create_list_and_delete_topics(db, capsys):
     call_command("create_topic", "signups")
     call_command("list_topics")
-    assert "signups\tlast_offset=0" in capsys.readouterr().out
+    assert "signups\tfirst_offset=1\tlast_offset=0\tmax_age_s=-\tmax_events=-" in capsys.readouterr().out
 
     call_command("delete_topic", "signups", "--yes")
     assert not table_exists("signups_events")
 
     with pytest.raises(CommandError, match="must start with a lowercase letter"):
         call_command("create_topic", "Bad")
+
+
+def test_the_topic_commands_set_and_change_retention(db, capsys):
+    call_command("create_topic", "visits", "--max-age", "7d", "--max-events", "1000000")
+    assert "keeping max age 604800 s and max 1000000 events" in capsys.readouterr().out
+    call_command("update_topic", "visits", "--max-age", "12h")
+    call_command("update_topic", "visits", "--max-events", "0")
+    call_command("list_topics")
+    assert "visits\tfirst_offset=1\tlast_offset=0\tmax_age_s=43200\tmax_events=-" in capsys.readouterr().out
+    for bad, says in [(["--max-age", "7 days"], "is not a duration"), (["--max-events", "-1"], "retentionMaxEvents")]:
+        with pytest.raises(CommandError, match=says):
+            call_command("update_topic", "visits", *bad)
+    with pytest.raises(CommandError, match="nothing to change"):
+        call_command("update_topic", "visits")
+    call_command("sweep_retention", "visits")
+    assert "visits: deleted 0, first offset now 1" in capsys.readouterr().out
+    call_command("delete_topic", "visits", "--yes")
