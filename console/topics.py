@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -20,13 +21,17 @@ from eventrelay.refs import validate_topic_id, validate_topic_name
 from events.browser import BrowserFilters, browse, events_stored_since, get_event, shown_json
 from events.canonical import format_timestamp
 from topics.models import Topic
-from topics.services import create_topic, delete_topic
+from topics.services import RETENTION_FIELDS as RETENTION_SETTINGS
+from topics.services import create_topic, delete_topic, update_topic
+from topics.tables import table_size_bytes
+
+RETENTION_FIELDS = ("retention_max_age_seconds", "retention_max_events")
 
 
 class TopicAddForm(forms.ModelForm):
     class Meta:
         model = Topic
-        fields = ["name"]
+        fields = ["name", *RETENTION_FIELDS]
         help_texts = {"name": "1-50 characters: a lowercase letter, then lowercase letters, digits or _."}
 
     def clean_name(self) -> str:
@@ -65,9 +70,30 @@ _FieldsSpec = tuple[str | tuple[str, ...], ...]
 
 @admin.register(Topic)
 class TopicAdmin(admin.ModelAdmin):
-    list_display = ("name", "events", "events_per_minute", "created_at", "browse_link")
+    list_display = (
+        "name",
+        "events",
+        "first_offset_shown",
+        "last_offset",
+        "retention",
+        "size_on_disk",
+        "events_per_minute",
+        "created_at",
+        "browse_link",
+    )
+    list_select_related = ("retention_state",)
     search_fields = ("name",)
-    readonly_fields = ("name", "last_offset", "created_at", "browse_link", "consumers_link")
+    readonly_fields = (
+        "name",
+        "first_offset_shown",
+        "last_offset",
+        "events",
+        "size_on_disk",
+        "last_sweep",
+        "created_at",
+        "browse_link",
+        "consumers_link",
+    )
 
     def get_form(
         self, request: HttpRequest, obj: Topic | None = None, change: bool = False, **kwargs: Any
@@ -80,12 +106,41 @@ class TopicAdmin(admin.ModelAdmin):
         return self.readonly_fields if obj is not None else ()
 
     def get_fields(self, request: HttpRequest, obj: Topic | None = None) -> _FieldsSpec:
-        return tuple(self.readonly_fields) if obj is not None else ("name",)
+        if obj is None:
+            return ("name", *RETENTION_FIELDS)
+        return (*self.readonly_fields, *RETENTION_FIELDS)
 
-    @admin.display(description="Events", ordering="last_offset")
+    @admin.display(description="Events")
     def events(self, topic: Topic) -> int:
-        # Offsets are gapless from 1, so the last offset is the number of events stored.
-        return topic.last_offset
+        # Offsets are gapless, and retention deletes from the lowest up: what is kept is one run of offsets.
+        return topic.last_offset - topic.first_offset + 1
+
+    @admin.display(description="First offset")
+    def first_offset_shown(self, topic: Topic) -> int:
+        return topic.first_offset
+
+    @admin.display(description="Keeps")
+    def retention(self, topic: Topic) -> str:
+        parts = []
+        if topic.retention_max_age_seconds:
+            parts.append(f"{topic.retention_max_age_seconds} s")
+        if topic.retention_max_events:
+            parts.append(f"{topic.retention_max_events:,} events")
+        return " / ".join(parts) or "everything"
+
+    @admin.display(description="Size on disk")
+    def size_on_disk(self, topic: Topic) -> str:
+        return filesizeformat(table_size_bytes(topic.name)) if topic.pk is not None else "-"
+
+    @admin.display(description="Last sweep")
+    def last_sweep(self, topic: Topic) -> str:
+        state = getattr(topic, "retention_state", None)
+        if state is None or state.last_sweep_at is None:
+            return "never"
+        return (
+            f"{format_timestamp(state.last_sweep_at)}: deleted {state.last_sweep_deleted:,} "
+            f"({state.deleted_total:,} in all)"
+        )
 
     @admin.display(description="Events / minute")
     def events_per_minute(self, topic: Topic) -> int:
@@ -107,9 +162,15 @@ class TopicAdmin(admin.ModelAdmin):
     # --- lifecycle through the services: the table is created and dropped with the row --------------
 
     def save_model(self, request: HttpRequest, obj: Topic, form: forms.ModelForm, change: bool) -> None:
+        retention = {
+            camel: form.cleaned_data.get(field)
+            for camel, field in RETENTION_SETTINGS.items()
+            if field in form.cleaned_data
+        }
         if change:
-            return  # nothing about a topic is editable
-        created = create_topic(obj.name)
+            update_topic(obj.name, retention)  # only what it keeps is editable
+            return
+        created = create_topic(obj.name, retention)
         obj.pk, obj.created_at, obj.last_offset = created.pk, created.created_at, created.last_offset
 
     def delete_model(self, request: HttpRequest, obj: Topic) -> None:

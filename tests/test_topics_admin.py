@@ -172,3 +172,31 @@ def test_non_staff_users_are_sent_to_the_login_page(client, db, url):
     response = client.get(url)
 
     assert response.status_code == 302 and "/admin/login/" in response["location"]
+
+
+def test_a_topic_is_added_with_retention_which_its_page_changes_and_the_list_shows(client, staff, admin):
+    response = client.post(
+        "/admin/topics/topic/add/", {"name": "visits", "retention_max_age_seconds": "", "retention_max_events": "5"}
+    )
+    assert response.status_code == 302
+    topic = Topic.objects.get(name="visits")
+    assert (topic.retention_max_age_seconds, topic.retention_max_events) == (None, 5)
+    publish(admin, "visits", [{"name": "v", "data": n} for n in range(8)], "http")
+    from topics.retention import sweep_topic
+
+    sweep_topic("visits")
+
+    page = client.get("/admin/topics/topic/").content.decode()
+    assert '<td class="field-events">5</td>' in page
+    assert '<td class="field-first_offset_shown">4</td>' in page
+    assert '<td class="field-retention">5 events</td>' in page
+    assert re.search(r'<td class="field-size_on_disk">[\d.]+\W+KB</td>', page), page
+    change = client.get(f"/admin/topics/topic/{topic.pk}/change/").content.decode()
+    assert re.search(r"deleted 3 \(3 in all\)", change)
+
+    response = client.post(
+        f"/admin/topics/topic/{topic.pk}/change/", {"retention_max_age_seconds": "3600", "retention_max_events": ""}
+    )
+    assert response.status_code == 302
+    topic.refresh_from_db()
+    assert (topic.retention_max_age_seconds, topic.retention_max_events) == (3600, None)

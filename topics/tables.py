@@ -224,3 +224,10 @@ def count_events_after(topic_name: str, cursors: list[tuple[str, int]], *, cap: 
             [cap, list(topic_ids), list(offsets)],
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+def table_size_bytes(topic_name: str) -> int:
+    """The events table's size on disk, indexes and TOAST included (``pg_total_relation_size``)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_total_relation_size(%s::regclass)", [quoted_table(topic_name)])
+        return int(cursor.fetchone()[0])
