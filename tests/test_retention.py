@@ -192,3 +192,10 @@ def test_a_paused_webhook_stream_across_the_horizon_counts_what_expired_and_deli
     resume(destination)
     assert delivery.deliver_stream(stream.pk) == "drained"
     assert receiver.offsets("orders:1") == [8]
+
+
+def test_time_is_measured_from_when_events_were_stored(topic_named: Callable[..., Topic], admin: Any) -> None:
+    """eventOccurredAt far in the past does not make an event old: age counts from its storage."""
+    topic_named("aged", retentionMaxAgeSeconds=60)
+    publish(admin, "aged", [{"name": "old", "data": {}, "eventOccurredAt": "2001-01-01T00:00:00Z"}], "http")
+    assert retention.sweep_topic("aged").deleted == 0

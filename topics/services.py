@@ -40,6 +40,8 @@ def create_topic(name: str, retention: Mapping[str, Any] | None = None) -> Topic
     try:
         with transaction.atomic():
             topic = Topic.objects.create(name=name, **values)
+            # A new topic has no retention state yet: known, so reading first_offset needs no query.
+            Topic._meta.get_field("retention_state").set_cached_value(topic, None)  # type: ignore[attr-defined]
             with connection.schema_editor() as editor:
                 editor.create_model(event_model(topic))
     except IntegrityError:
