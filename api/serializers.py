@@ -161,6 +161,9 @@ class DestinationSerializer(serializers.Serializer):
         source="timeout_seconds", required=False, allow_null=True, min_value=1, max_value=TIMEOUT_SECONDS_LIMIT
     )
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+    expired = serializers.IntegerField(
+        read_only=True, help_text="Events retention deleted before they were delivered (all its streams)."
+    )
 
     def to_representation(self, instance: Destination) -> dict[str, Any]:
         data = super().to_representation(instance)

@@ -282,13 +282,28 @@ class StreamColumns:
     def delivered(self, stream: DeliveryStream) -> int:
         return stream.delivered_count
 
+    @admin.display(description="expired", ordering="expired_count")
+    def expired(self, stream: DeliveryStream) -> int:
+        """Events retention deleted before they were delivered."""
+        return stream.expired_count
+
 
 class DeliveryStreamInline(ReadOnly, StreamColumns, admin.TabularInline):
     model = DeliveryStream
     fk_name = "destination"
     extra = 0
     can_delete = False
-    fields = ("stream_topic", "last_offset", "backlog", "attempts", "next_attempt", "lease", "last_error", "delivered")
+    fields = (
+        "stream_topic",
+        "last_offset",
+        "backlog",
+        "attempts",
+        "next_attempt",
+        "lease",
+        "last_error",
+        "delivered",
+        "expired",
+    )
     readonly_fields = fields
     verbose_name_plural = "delivery streams"
 
@@ -624,6 +639,7 @@ class DeliveryStreamAdmin(ReadOnly, StreamColumns, admin.ModelAdmin):
         "lease",
         "last_error_excerpt",
         "delivered",
+        "expired",
     )
     list_filter = (StreamDestinationFilter, RetryingFilter)
     list_select_related = ("destination",)
@@ -638,6 +654,7 @@ class DeliveryStreamAdmin(ReadOnly, StreamColumns, admin.ModelAdmin):
         "lease",
         "last_error",
         "delivered",
+        "expired",
         "updated_at",
     )
     readonly_fields = fields

@@ -184,6 +184,7 @@ def test_a_paused_webhook_stream_across_the_horizon_counts_what_expired_and_deli
 
     stream = DeliveryStream.objects.get(destination=destination)
     assert (stream.expired_count, stream.last_offset) == (7, 7)
+    assert destination.expired == 7  # what GET /api/v1/webhooks/{id} reports as "expired"
     # The whole-topic destination got its stream of orders:1 (discovered for the count), which lost nothing it
     # wanted (no "keep" among the deleted).
     assert {s.topic_id: (s.expired_count, s.last_offset) for s in DeliveryStream.objects.filter(destination=other)} == {
@@ -199,3 +200,51 @@ def test_time_is_measured_from_when_events_were_stored(topic_named: Callable[...
     topic_named("aged", retentionMaxAgeSeconds=60)
     publish(admin, "aged", [{"name": "old", "data": {}, "eventOccurredAt": "2001-01-01T00:00:00Z"}], "http")
     assert retention.sweep_topic("aged").deleted == 0
+
+
+def test_the_rest_api_sets_and_changes_retention_and_shows_expired_webhook_events(
+    client: Any, admin: Any, settings: Any
+) -> None:
+    from eventrelay.auth import mint_token
+
+    settings.ER_WEBHOOK_ALLOW_PRIVATE = True
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {mint_token([], admin=True)}"}
+    created = client.post(
+        "/api/v1/topics", {"name": "rest_kept", "retentionMaxEvents": 2}, content_type="application/json", **auth
+    )
+    try:
+        assert created.status_code == 201, created.content
+        assert created.json()["retentionMaxEvents"] == 2
+        hook = client.post(
+            "/api/v1/webhooks",
+            {"name": "h", "url": "http://127.0.0.1:9/hook", "topic": "rest_kept:1", "active": False},
+            content_type="application/json",
+            **auth,
+        ).json()
+        publish(admin, "rest_kept:1", [{"name": "n", "data": n} for n in range(5)], "http")
+        retention.sweep_topic("rest_kept")
+        topic = client.get("/api/v1/topics/rest_kept", **auth).json()
+        assert (topic["firstOffset"], topic["lastOffset"]) == (4, 5)
+        assert client.get(f"/api/v1/webhooks/{hook['id']}", **auth).json()["expired"] == 3
+
+        changed = client.patch(
+            "/api/v1/topics/rest_kept",
+            {"retentionMaxEvents": None, "retentionMaxAgeSeconds": 60},
+            content_type="application/json",
+            **auth,
+        )
+        assert changed.status_code == 200 and changed.json()["retentionMaxAgeSeconds"] == 60
+        assert changed.json()["retentionMaxEvents"] is None
+        refused = client.patch(
+            "/api/v1/topics/rest_kept", {"retentionMaxEvents": -5}, content_type="application/json", **auth
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == "retentionMaxEvents"
+        reader = {"HTTP_AUTHORIZATION": f"Bearer {mint_token(['rest_kept'])}"}
+        assert (
+            client.patch(
+                "/api/v1/topics/rest_kept", {"retentionMaxEvents": 1}, content_type="application/json", **reader
+            ).status_code
+            == 403
+        )
+    finally:
+        delete_topic("rest_kept")

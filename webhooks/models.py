@@ -104,6 +104,11 @@ class Destination(models.Model):
         return f"{self.topic_name}:{self.topic_id}" if self.topic_id else self.topic_name
 
     @property
+    def expired(self) -> int:
+        """Events retention deleted before they were delivered, over all its streams."""
+        return int(self.streams.aggregate(total=models.Sum("expired_count"))["total"] or 0)
+
+    @property
     def effective_max_attempts(self) -> int:
         return self.max_attempts or settings.ER_WEBHOOK_MAX_ATTEMPTS
 
