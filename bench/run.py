@@ -42,6 +42,8 @@ class Mode:
     drain: float  # seconds subscribers may wait for the last events after the last publish
     webhook_events_per_stream: int
     webhook_deadline: float
+    retention_backlog: int  # old events the retention scenario's sweep deletes while publishing goes on
+    retention_keep: int  # retentionMaxEvents of that topic
 
 
 QUICK = Mode(
@@ -62,6 +64,8 @@ QUICK = Mode(
     drain=5,
     webhook_events_per_stream=4,
     webhook_deadline=40,
+    retention_backlog=50_000,
+    retention_keep=5_000,
 )
 
 FULL = Mode(
@@ -82,6 +86,8 @@ FULL = Mode(
     drain=30,
     webhook_events_per_stream=40,
     webhook_deadline=240,
+    retention_backlog=1_000_000,
+    retention_keep=100_000,
 )
 
 
@@ -187,6 +193,7 @@ def _scenarios() -> dict[str, Callable[[Bench], ScenarioResult]]:
     from bench.scenarios.fanout import grpc_fanout, ws_fanout
     from bench.scenarios.publish import publish_batch, publish_single
     from bench.scenarios.pull import pull
+    from bench.scenarios.retention import retention
     from bench.scenarios.webhooks import webhooks
     from bench.scenarios.ws_servers import ws_servers
 
@@ -195,6 +202,7 @@ def _scenarios() -> dict[str, Callable[[Bench], ScenarioResult]]:
         "publish_single": publish_single,
         "pull": pull,
         "consumers": consumers,
+        "retention": retention,
         "ws_fanout": ws_fanout,
         "grpc_fanout": grpc_fanout,
         "webhooks": webhooks,
@@ -202,7 +210,16 @@ def _scenarios() -> dict[str, Callable[[Bench], ScenarioResult]]:
     }
 
 
-SCENARIOS = ("publish_batch", "publish_single", "pull", "consumers", "ws_fanout", "grpc_fanout", "webhooks")
+SCENARIOS = (
+    "publish_batch",
+    "publish_single",
+    "pull",
+    "consumers",
+    "retention",
+    "ws_fanout",
+    "grpc_fanout",
+    "webhooks",
+)
 # Run only when named in --only: comparisons that are not rows of the performance table (and need bench-only
 # packages: ws_servers needs uvicorn).
 OPTIONAL_SCENARIOS = ("ws_servers",)

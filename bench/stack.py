@@ -104,6 +104,8 @@ class Stack:
             # Production behaviour: a development .env may turn DEBUG on, which keeps every SQL
             # query in memory and wraps every cursor.
             "DJANGO_DEBUG": "0",
+            # The retention scenario runs its own sweeper, on a schedule it measures; beat's would interleave.
+            "ER_RETENTION_SWEEP_S": "86400",
             **NO_RATE_LIMITS,
         }
         self.admin_token = ""
