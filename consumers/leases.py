@@ -18,16 +18,20 @@ Timestamps are PostgreSQL's ``now()`` throughout: leases do not depend on the cl
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.db import connection
 
 from consumers.models import Consumer, DeadLetter, PendingEvent
 from events.canonical import StoredEvent
+from events.encoding import encoded
 from events.storage import row_to_event
 from topics.models import Topic
 from topics.tables import EVENT_COLUMNS, quoted_table
+
+# EVENT_COLUMNS as a subquery's output names them
+_EVENT_COLUMN_NAMES = EVENT_COLUMNS.replace("::text", "")
 
 PENDING = PendingEvent._meta.db_table
 DEAD = DeadLetter._meta.db_table
@@ -47,8 +51,21 @@ class Handout:
 
 
 @dataclass(frozen=True, slots=True)
-class FetchOutcome:
-    handouts: list[Handout]
+class EncodedHandout:
+    """One event handed to a fetch, as its stored encoding only (``events.encoding``): for a transport that
+    sends those bytes as they are, and so never needs the event's fields."""
+
+    delivery_count: int
+    offset: int
+    wire: bytes
+
+
+H = TypeVar("H", Handout, EncodedHandout)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome(Generic[H]):
+    handouts: list[H]
     epoch: int
     # Seconds until the earliest lease or nack delay of this consumer ends (None: nothing is waiting on time).
     next_due_in: float | None
@@ -75,9 +92,20 @@ class Position:
 # --- Fetch -------------------------------------------------------------------------------------------------
 
 
-def fetch(consumer_pk: int, max_events: int) -> FetchOutcome | None:
+def fetch(consumer_pk: int, max_events: int) -> FetchOutcome[Handout] | None:
     """Lease up to ``max_events`` events: due redeliveries first (lowest offset first), then new events in offset
     order. None when the consumer no longer exists. Runs in its own transaction (the caller's ``atomic``)."""
+    return _fetch(consumer_pk, max_events, encoded_only=False)
+
+
+def fetch_encoded(consumer_pk: int, max_events: int) -> FetchOutcome[EncodedHandout] | None:
+    """:func:`fetch`, handing out each event's stored encoding rather than the event."""
+    return _fetch(consumer_pk, max_events, encoded_only=True)
+
+
+def _fetch(consumer_pk: int, max_events: int, *, encoded_only: bool) -> FetchOutcome[Any] | None:
+    # Everything here runs under the consumer's row lock, so every other fetch of the consumer waits for it:
+    # the common case (nothing due for redelivery, no ordering) is one statement after the lock.
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT c.epoch, c.next_offset, c.ack_wait_seconds, c.max_deliveries, c.max_in_flight, c.ordered, "
@@ -90,6 +118,41 @@ def fetch(consumer_pk: int, max_events: int) -> FetchOutcome | None:
             return None
         epoch, next_offset, ack_wait, max_deliveries, max_in_flight, ordered, names_json, ref_id, topic_name, head = row
         names = json.loads(names_json)
+        if not ordered and next_offset <= head:
+            fresh = _lease_new_unless_due(
+                cursor,
+                consumer_pk,
+                topic_name,
+                ref_id or None,
+                names,
+                next_offset=next_offset,
+                head=head,
+                max_events=max_events,
+                max_in_flight=max_in_flight,
+                ack_wait=ack_wait,
+                encoded_only=encoded_only,
+            )
+            if fresh == [] and not names and not ref_id and next_offset + max_events <= head:
+                # Nothing in the window of a gapless topic: offsets are missing from it after all (a future
+                # retention), so the rest of the topic is searched rather than handing out nothing.
+                fresh = _lease_new_unless_due(
+                    cursor,
+                    consumer_pk,
+                    topic_name,
+                    ref_id or None,
+                    names,
+                    next_offset=next_offset,
+                    head=head,
+                    max_events=max_events,
+                    max_in_flight=max_in_flight,
+                    ack_wait=ack_wait,
+                    encoded_only=encoded_only,
+                    whole_range=True,
+                )
+            if fresh:
+                return FetchOutcome(fresh, epoch, None, True)
+            if fresh is not None:
+                return _nothing_to_hand_out(cursor, consumer_pk, epoch)
         _bury_expired(cursor, consumer_pk, max_deliveries)
         cursor.execute(
             f"SELECT count(*) FILTER (WHERE state <> %s), count(*) FROM {PENDING} WHERE consumer_id = %s",
@@ -98,9 +161,9 @@ def fetch(consumer_pk: int, max_events: int) -> FetchOutcome | None:
         in_flight, rows = cursor.fetchone()
         redelivered = _lease_due(cursor, consumer_pk, ack_wait, max_events, ordered=ordered)
         room = min(max_events - len(redelivered), max_in_flight - in_flight)
-        fresh: list[tuple[int, tuple[Any, ...]]] = []
+        fresh_rows: list[tuple[int, tuple[Any, ...]]] = []
         if room > 0 and next_offset <= head and not (ordered and rows >= settings.ER_CONSUMER_MAX_QUEUED):
-            fresh, next_offset = _lease_new(
+            fresh_rows, next_offset = _lease_new(
                 cursor,
                 consumer_pk,
                 topic_name,
@@ -114,17 +177,124 @@ def fetch(consumer_pk: int, max_events: int) -> FetchOutcome | None:
             )
         events = _events_at(cursor, consumer_pk, topic_name, [offset for offset, _ in redelivered])
         handouts = [Handout(count, events[offset]) for offset, count in redelivered if offset in events]
-        handouts += [Handout(1, _event_of(topic_name, event_row)) for _, event_row in fresh]
+        handouts += [Handout(1, _event_of(topic_name, event_row)) for _, event_row in fresh_rows]
         if handouts:
+            if encoded_only:
+                return FetchOutcome(
+                    [EncodedHandout(h.delivery_count, h.event.offset, encoded(h.event)) for h in handouts],
+                    epoch,
+                    None,
+                    True,
+                )
             return FetchOutcome(handouts, epoch, None, True)
-        # Nothing to hand out: what a long-polling caller needs to know to wait well.
-        cursor.execute(
-            "SELECT extract(epoch FROM min(available_at) FILTER (WHERE available_at > now()) - now()), "
-            f"count(*) > 0 FROM {PENDING} WHERE consumer_id = %s",
-            [consumer_pk],
-        )
-        due_in, has_pending = cursor.fetchone()
+        return _nothing_to_hand_out(cursor, consumer_pk, epoch)
+
+
+def _nothing_to_hand_out(cursor: Any, consumer_pk: int, epoch: int) -> FetchOutcome[Any]:
+    """What a long-polling caller needs to know to wait well."""
+    cursor.execute(
+        "SELECT extract(epoch FROM min(available_at) FILTER (WHERE available_at > now()) - now()), "
+        f"count(*) > 0 FROM {PENDING} WHERE consumer_id = %s",
+        [consumer_pk],
+    )
+    due_in, has_pending = cursor.fetchone()
     return FetchOutcome([], epoch, None if due_in is None else float(due_in), has_pending)
+
+
+def _lease_new_unless_due(
+    cursor: Any,
+    consumer_pk: int,
+    topic_name: str,
+    topic_id: str | None,
+    names: list[str],
+    *,
+    next_offset: int,
+    head: int,
+    max_events: int,
+    max_in_flight: int,
+    ack_wait: int,
+    encoded_only: bool,
+    whole_range: bool = False,
+) -> list[Any] | None:
+    """When no pending event of the (unordered) consumer is due, lease new events from ``next_offset`` on and
+    move ``next_offset`` past them, in one statement; return the handouts. None, with nothing done, when
+    something is due: redeliveries go first, and dead-lettering before them (the caller's general path).
+
+    The consumer's row lock is held already, so this statement's snapshot has every earlier fetch's leases.
+    Every pending offset is below ``next_offset`` (leases are taken below it, a seek drops them all and the
+    dead letters at or after its target), so when the span from the lowest of them to ``next_offset`` leaves
+    room for a whole batch, maxInFlight cannot be reached and the pending rows are not counted."""
+    limit = max_events
+    up_to = head if whole_range else _window(topic_id, names, next_offset=next_offset, head=head, limit=limit)
+    where, params = _matching(topic_id, names, next_offset=next_offset, up_to=up_to)
+    # (what the statement returns of each event, and what it reads to lease it too)
+    returned = '"offset", wire' if encoded_only else f"{_EVENT_COLUMN_NAMES}, wire"
+    read = '"offset", wire, event_id, topic_id' if encoded_only else f"{EVENT_COLUMNS}, wire"
+    cursor.execute(
+        f"WITH probe AS (SELECT EXISTS (SELECT 1 FROM {PENDING} WHERE consumer_id = %s AND available_at <= now()) "
+        f'AS due, CASE WHEN %s - coalesce((SELECT min("offset") FROM {PENDING} WHERE consumer_id = %s), %s) <= %s '
+        f"THEN 0 ELSE (SELECT count(*) FROM {PENDING} WHERE consumer_id = %s AND state <> %s) END AS in_flight), "
+        "room AS (SELECT due, CASE WHEN due THEN 0 ELSE greatest(least(%s, %s - in_flight), 0) END AS n FROM probe), "
+        f"ev AS (SELECT {read} FROM {quoted_table(topic_name)} WHERE {where} "
+        'ORDER BY "offset" LIMIT (SELECT n FROM room)), '
+        f'leased AS (INSERT INTO {PENDING} (consumer_id, "offset", topic_id, event_id, delivery_count, state, '
+        'available_at, last_error) SELECT %s, "offset", topic_id, event_id, 1, %s, now() + make_interval(secs => %s), '
+        "'' FROM ev), "
+        f"moved AS (UPDATE {CONSUMERS} SET next_offset = CASE WHEN (SELECT count(*) FROM ev) = room.n "
+        'THEN (SELECT max("offset") FROM ev) + 1 ELSE %s END FROM room WHERE id = %s AND room.n > 0) '
+        f'SELECT room.due, {returned} FROM room LEFT JOIN ev ON true ORDER BY "offset"',
+        [
+            consumer_pk,
+            next_offset,
+            consumer_pk,
+            next_offset,
+            max_in_flight - limit,
+            consumer_pk,
+            QUEUED,
+            limit,
+            max_in_flight,
+            *params,
+            consumer_pk,
+            LEASED,
+            ack_wait,
+            up_to + 1,
+            consumer_pk,
+        ],
+    )
+    rows = cursor.fetchall()
+    if rows[0][0]:
+        return None
+    if rows[0][1] is None:  # (the LEFT JOIN's row when nothing was found)
+        return []
+    if encoded_only:
+        return _encoded_handouts(cursor, topic_name, rows)
+    return [Handout(1, _event_of(topic_name, row[1:])) for row in rows]
+
+
+def _encoded_handouts(cursor: Any, topic_name: str, rows: list[tuple[Any, ...]]) -> list[EncodedHandout]:
+    """Rows of (due, offset, wire): events stored without their encoding are read whole and encoded."""
+    unencoded = [offset for _, offset, wire in rows if wire is None]
+    if unencoded:
+        cursor.execute(
+            f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE "offset" = ANY(%s)', [unencoded]
+        )
+        wires = {row[0]: encoded(_event_of(topic_name, row)) for row in cursor.fetchall()}
+        return [EncodedHandout(1, offset, wires[offset] if wire is None else bytes(wire)) for _, offset, wire in rows]
+    return [EncodedHandout(1, offset, bytes(wire)) for _, offset, wire in rows]
+
+
+def _window(topic_id: str | None, names: list[str], *, next_offset: int, head: int, limit: int) -> int:
+    """The last offset a fetch of up to ``limit`` events looks at from ``next_offset``.
+
+    A name filter reads the primary key range, so one fetch looks at a bounded window of it: a rare name costs
+    several short fetches, never one long scan. Without a filter, offsets are gapless, so the next ``limit``
+    events are exactly the offsets up to ``next_offset + limit - 1``: the range says so, and PostgreSQL reads
+    just those rows whatever its estimates of the table."""
+    if names:
+        return min(head, next_offset + settings.ER_CONSUMER_SCAN_WINDOW - 1)
+    if topic_id is None:
+        return min(head, next_offset + limit - 1)
+    return head
 
 
 def _bury_expired(cursor: Any, consumer_pk: int, max_deliveries: int) -> None:
@@ -183,9 +353,7 @@ def _lease_new(
     ordered: bool,
 ) -> tuple[list[tuple[int, tuple[Any, ...]]], int]:
     """Lease new events from ``next_offset`` on; return them (offset, row) and the new ``next_offset``."""
-    # A name filter reads the primary key range, so one fetch looks at a bounded window of it: a rare name
-    # costs several short fetches, never one long scan.
-    up_to = min(head, next_offset + settings.ER_CONSUMER_SCAN_WINDOW - 1) if names else head
+    up_to = _window(topic_id, names, next_offset=next_offset, head=head, limit=limit)
     where, params = _matching(topic_id, names, next_offset=next_offset, up_to=up_to)
     cursor.execute(
         f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE {where} ORDER BY "offset" LIMIT %s',

@@ -33,6 +33,7 @@ from eventrelay.refs import TopicRef
 from events import live
 from events.canonical import StoredEvent
 from events.validation import check_storable_text
+from topics.models import Topic
 from topics.services import get_topic
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,16 @@ class Delivery:
     ack_id: str
     delivery_count: int
     event: StoredEvent
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedDelivery:
+    """A delivery whose event is its stored encoding (``events.encoding``), for a transport that sends it as is."""
+
+    ack_id: str
+    delivery_count: int
+    offset: int
+    wire: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,29 +249,53 @@ async def afetch(
     wait for new events of the topic (woken by the live hub, holding no database connection), for the next
     lease or nack delay to end, or for a nudge (a nack, redrive or seek elsewhere), and return as soon as
     anything is handed out, or empty at the deadline."""
+    consumer_pk, outcome = await _afetch(principal, topic_ref, name, max_events, wait_ms, encoded_only=False)
+    return _deliveries(consumer_pk, outcome)
+
+
+async def afetch_encoded(
+    principal: Principal, topic_ref: object, name: object, max_events: object = None, wait_ms: object = None
+) -> list[EncodedDelivery]:
+    """:func:`afetch`, each event handed out as its stored encoding: for the transport that owns it (gRPC),
+    which sends those bytes as they are."""
+    consumer_pk, outcome = await _afetch(principal, topic_ref, name, max_events, wait_ms, encoded_only=True)
+    return [
+        EncodedDelivery(
+            ack_id_of(consumer_pk, outcome.epoch, handout.offset, handout.delivery_count),
+            handout.delivery_count,
+            handout.offset,
+            handout.wire,
+        )
+        for handout in outcome.handouts
+    ]
+
+
+async def _afetch(
+    principal: Principal, topic_ref: object, name: object, max_events: object, wait_ms: object, *, encoded_only: bool
+) -> tuple[int, leases.FetchOutcome[Any]]:
     limit = _max_events(max_events)
     wait = _wait_ms(wait_ms)
     ref = _authorized(principal, topic_ref)
     if wait == 0:
-        found, outcome = await run_sync(_resolve_and_fetch, ref, name, limit)
-        return _deliveries(found.pk, outcome)
+        found, outcome = await run_sync(_resolve_and_fetch, ref, name, limit, encoded_only)
+        return found.pk, outcome
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait / 1000
     recheck = settings.ER_CONSUMER_RECHECK_MS / 1000
     # Watching starts before the first read: an event committed between the read and the wait still wakes it.
     async with _watching(ref) as watcher:
-        consumer, outcome = await run_sync(_resolve_and_fetch, ref, name, limit)
+        consumer, outcome = await run_sync(_resolve_and_fetch, ref, name, limit, encoded_only)
         while True:
             remaining = deadline - loop.time()
             if outcome.handouts or remaining <= 0:
-                return _deliveries(consumer.pk, outcome)
+                return consumer.pk, outcome
             timeout = remaining
             if outcome.next_due_in is not None:
                 timeout = min(timeout, max(outcome.next_due_in, 0.001))
             if outcome.has_pending:
                 timeout = min(timeout, recheck)
             await watcher.wait(timeout)
-            outcome = await run_sync(_fetch_once, consumer.pk, consumer.name, limit)
+            outcome = await run_sync(_fetch_once, consumer.pk, consumer.name, limit, encoded_only)
 
 
 class _Polling:
@@ -289,20 +324,22 @@ async def _watching(ref: TopicRef) -> AsyncIterator["live.Watcher | _Polling"]:
         await watch.__aexit__(None, None, None)
 
 
-def _resolve_and_fetch(ref: TopicRef, name: object, limit: int) -> tuple[Consumer, leases.FetchOutcome]:
+def _resolve_and_fetch(
+    ref: TopicRef, name: object, limit: int, encoded_only: bool = False
+) -> tuple[Consumer, leases.FetchOutcome[Any]]:
     consumer = _resolve_authorized(ref, name)
-    return consumer, _fetch_once(consumer.pk, consumer.name, limit)
+    return consumer, _fetch_once(consumer.pk, consumer.name, limit, encoded_only)
 
 
-def _fetch_once(consumer_pk: int, name: str, limit: int) -> leases.FetchOutcome:
+def _fetch_once(consumer_pk: int, name: str, limit: int, encoded_only: bool = False) -> leases.FetchOutcome[Any]:
     with transaction.atomic():
-        outcome = leases.fetch(consumer_pk, limit)
+        outcome = leases.fetch_encoded(consumer_pk, limit) if encoded_only else leases.fetch(consumer_pk, limit)
     if outcome is None:
         raise NotFound(f"consumer '{name}' was deleted", field="consumer")
     return outcome
 
 
-def _deliveries(consumer_pk: int, outcome: leases.FetchOutcome) -> list[Delivery]:
+def _deliveries(consumer_pk: int, outcome: leases.FetchOutcome[leases.Handout]) -> list[Delivery]:
     return [
         Delivery(
             ack_id_of(consumer_pk, outcome.epoch, handout.event.offset, handout.delivery_count),
@@ -524,11 +561,51 @@ def _resolve(principal: Principal, topic_ref: object, name: object) -> Consumer:
 
 def _resolve_authorized(ref: TopicRef, name: object) -> Consumer:
     name = validate_name(name, field="consumer")
-    consumer = Consumer.objects.of_ref(ref.name, ref.id or "").filter(name=name).select_related("topic").first()
+    consumer = _consumer_named(ref.name, ref.id or "", name)
     if consumer is None:
         get_topic(ref.name)  # NotFound naming the topic when that is what is missing
         raise NotFound(f"topic '{ref}' has no consumer named '{name}'", field="consumer")
     return consumer
+
+
+_CONSUMER_FIELDS = Consumer._meta.concrete_fields
+_TOPIC_FIELDS = Topic._meta.concrete_fields
+_CONSUMER_NAMES = [field.attname for field in _CONSUMER_FIELDS]
+_TOPIC_NAMES = [field.attname for field in _TOPIC_FIELDS]
+_CONSUMER_NAMED = (
+    "SELECT "
+    + ", ".join(
+        [f"c.{connection.ops.quote_name(field.column)}" for field in _CONSUMER_FIELDS]
+        + [f"t.{connection.ops.quote_name(field.column)}" for field in _TOPIC_FIELDS]
+    )
+    + f" FROM {Consumer._meta.db_table} c JOIN {Topic._meta.db_table} t ON t.id = c.topic_id "
+    "WHERE t.name = %s AND c.ref_id = %s AND c.name = %s"
+)
+
+
+def _consumer_named(topic_name: str, ref_id: str, name: str) -> Consumer | None:
+    """``Consumer.objects.of_ref(topic_name, ref_id).get(name=name)`` with its topic, or None: one statement
+    written once rather than a queryset compiled on each call, since every fetch and ack looks its consumer up."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CONSUMER_NAMED, [topic_name, ref_id, name])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    consumer = Consumer.from_db(
+        connection.alias, _CONSUMER_NAMES, _from_db(_CONSUMER_FIELDS, row[: len(_CONSUMER_FIELDS)])
+    )
+    consumer.topic = Topic.from_db(
+        connection.alias, _TOPIC_NAMES, _from_db(_TOPIC_FIELDS, row[len(_CONSUMER_FIELDS) :])
+    )
+    return consumer
+
+
+def _from_db(fields: Any, values: tuple[Any, ...]) -> list[Any]:
+    """The values as the ORM gives them to a model (a JSONField's text decoded, ...)."""
+    return [
+        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+        for field, value in zip(fields, values, strict=True)
+    ]
 
 
 def validate_name(name: object, field: str = "name") -> str:

@@ -9,7 +9,7 @@ import grpc
 from google.protobuf.internal.encoder import _VarintBytes
 
 from consumers import services
-from consumers.services import ConsumerInfo, Delivery
+from consumers.services import ConsumerInfo, Delivery, EncodedDelivery
 from eventrelay.db import run_sync
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
@@ -65,6 +65,31 @@ def fetch_response(deliveries: list[Delivery]) -> pb.FetchResponse:
     return pb.FetchResponse.FromString(b"".join(parts))
 
 
+_EVENT_KEY = b"\x1a"  # Delivery field 3, length-delimited
+
+
+def encoded_fetch_response(deliveries: list[EncodedDelivery]) -> pb.FetchResponse:
+    """:func:`fetch_response` from the stored wire forms themselves. A wire form is the event as an element of a
+    response's ``events`` field (its key, its length, the ``Event``), so with ``Delivery.event``'s key in place
+    of the first byte it is that field as it is."""
+    parts = []
+    for delivery in deliveries:
+        ack_id = delivery.ack_id.encode()
+        body = b"".join(
+            (
+                b"\x0a",
+                _VarintBytes(len(ack_id)),
+                ack_id,
+                b"\x10",
+                _VarintBytes(delivery.delivery_count),
+                _EVENT_KEY,
+                memoryview(delivery.wire)[1:],
+            )
+        )
+        parts.append(b"\x0a" + _VarintBytes(len(body)) + body)
+    return pb.FetchResponse.FromString(b"".join(parts))
+
+
 def _default_if_zero(value: int) -> int | None:
     return value or None
 
@@ -99,14 +124,14 @@ class ConsumersServicer(pb_grpc.ConsumersServicer):
 
     @rpc
     async def Fetch(self, request: pb.FetchRequest, context: Context) -> pb.FetchResponse:
-        deliveries = await services.afetch(
+        deliveries = await services.afetch_encoded(
             await principal_of(context),
             request.topic,
             request.consumer,
             _default_if_zero(request.max_events),
             request.wait_ms,
         )
-        return fetch_response(deliveries)
+        return encoded_fetch_response(deliveries)
 
     @rpc
     async def Ack(self, request: pb.AckRequest, context: Context) -> pb.AckResponse:
