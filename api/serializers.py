@@ -278,6 +278,7 @@ class ConsumerSerializer(serializers.Serializer):
     pending = serializers.IntegerField(help_text="Leased, or waiting for redelivery.")
     lag = serializers.IntegerField(help_text="Matching events after the floor not yet acked.")
     deadLetters = serializers.IntegerField(source="dead_letters")
+    expired = serializers.IntegerField(help_text="Matching events retention deleted before they were acknowledged.")
     createdAt = serializers.DateTimeField(source="created_at")
 
 

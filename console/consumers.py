@@ -63,6 +63,7 @@ class ConsumerAdmin(admin.ModelAdmin):
         "pending",
         "redeliveries",
         "dead_letter_count",
+        "expired_count",
         "ordered",
     )
     list_filter = (("topic", admin.RelatedOnlyFieldListFilter),)
@@ -102,6 +103,7 @@ class ConsumerAdmin(admin.ModelAdmin):
                     "redeliveries",
                     "queued",
                     "dead_letter_count",
+                    "expired_count",
                 )
             },
         ),
@@ -116,6 +118,7 @@ class ConsumerAdmin(admin.ModelAdmin):
         "redeliveries",
         "queued",
         "dead_letter_count",
+        "expired_count",
     )
 
     # Created through the API (a worker names its consumer); changed only by the redrive and seek below.
@@ -184,6 +187,11 @@ class ConsumerAdmin(admin.ModelAdmin):
         if not count:
             return "0"
         return format_html('<a href="{}#dead-letters">{}</a>', _change_url(consumer), count)
+
+    @admin.display(description="expired")
+    def expired_count(self, consumer: Consumer) -> int:
+        """Matching events retention deleted before they were acknowledged."""
+        return position(consumer).expired
 
     # The change page: settings and position (read-only), the dead letters, and the buttons.
 

@@ -78,6 +78,8 @@ class ConsumerInfo:
     pending: int
     lag: int
     dead_letters: int
+    # Matching events retention deleted before they were acknowledged.
+    expired: int
     created_at: datetime
     # Beyond the API's shape, for the console: the next offset to examine, leases out now, pending events
     # delivered more than once, and (ordered) events waiting behind their topic id.
@@ -100,6 +102,7 @@ class ConsumerInfo:
             "pending": self.pending,
             "lag": self.lag,
             "deadLetters": self.dead_letters,
+            "expired": self.expired,
             "createdAt": self.created_at,
         }
 
@@ -168,7 +171,8 @@ def create_consumer(principal: Principal, topic_ref: object, name: object, optio
     values = _settings(options)
     topic = get_topic(ref.name)
     start = values.pop("start_offset")
-    start = topic.last_offset + 1 if start == -1 else max(start, 1)
+    # Below what the topic still holds (retention) is where it starts.
+    start = topic.last_offset + 1 if start == -1 else max(start, topic.first_offset)
     try:
         with transaction.atomic():
             consumer = Consumer.objects.create(
@@ -224,6 +228,7 @@ def describe(consumer: Consumer) -> ConsumerInfo:
         pending=where.pending,
         lag=where.pending + where.queued + unexamined,
         dead_letters=where.dead_letters,
+        expired=consumer.expired,
         created_at=consumer.created_at,
         next_offset=where.next_offset,
         leased=where.leased,
@@ -479,7 +484,8 @@ def seek(principal: Principal, topic_ref: object, name: object, offset: object) 
 
 def seek_consumer(consumer: Consumer, offset: int) -> ConsumerInfo:
     with transaction.atomic(), connection.cursor() as cursor:
-        target = get_topic(consumer.topic.name).last_offset + 1 if offset == -1 else max(offset, 1)
+        topic = get_topic(consumer.topic.name)
+        target = topic.last_offset + 1 if offset == -1 else max(offset, topic.first_offset)
         if not leases.seek(cursor, consumer.pk, target):
             raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
     _nudge(consumer)

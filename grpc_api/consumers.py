@@ -40,6 +40,7 @@ def consumer_message(info: ConsumerInfo) -> pb.ConsumerInfo:
         pending=info.pending,
         lag=info.lag,
         dead_letters=info.dead_letters,
+        expired=info.expired,
         created_at=timestamp_of(info.created_at),
     )
 

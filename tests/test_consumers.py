@@ -49,6 +49,7 @@ def test_a_consumer_starts_at_the_first_event_with_the_documented_defaults(admin
         "pending": 0,
         "lag": 3,
         "deadLetters": 0,
+        "expired": 0,
         "createdAt": None,
     }
 

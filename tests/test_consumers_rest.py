@@ -77,6 +77,7 @@ def test_a_consumer_is_created_read_listed_and_deleted(api: Api, users: str, adm
         "pending": 0,
         "lag": 3,
         "deadLetters": 0,
+        "expired": 0,
         "createdAt": None,
     }
     assert created["createdAt"].endswith("Z")

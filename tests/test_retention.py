@@ -248,3 +248,25 @@ def test_the_rest_api_sets_and_changes_retention_and_shows_expired_webhook_event
         )
     finally:
         delete_topic("rest_kept")
+
+
+def test_a_consumer_created_or_sought_below_the_first_offset_starts_at_it_and_the_apis_report_expired(
+    topic_named: Callable[..., Topic], admin: Any, client: Any
+) -> None:
+    from consumers import services as consumers
+    from eventrelay.auth import mint_token
+
+    topic_named("orders", retentionMaxEvents=3)
+    publish_many(admin, "orders", 4)
+    consumers.create_consumer(admin, "orders", "early", {})
+    publish_many(admin, "orders", 6)
+    retention.sweep_topic("orders")  # keeps 8-10
+
+    late = consumers.create_consumer(admin, "orders", "late", {"startOffset": 1})
+    assert (late.start_offset, late.ack_floor, late.lag, late.expired) == (8, 7, 3, 0)
+    early = consumers.get_consumer(admin, "orders", "early")
+    assert (early.ack_floor, early.lag, early.expired) == (7, 3, 7)
+    sought = consumers.seek(admin, "orders", "late", 2)
+    assert (sought.ack_floor, sought.lag) == (7, 3)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {mint_token([], admin=True)}"}
+    assert client.get("/api/v1/topics/orders/consumers/early", **auth).json()["expired"] == 7

@@ -172,7 +172,7 @@ class ConsumerRef(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., consumer: _Optional[str] = ...) -> None: ...
 
 class ConsumerInfo(_message.Message):
-    __slots__ = ("name", "topic", "start_offset", "ack_wait_seconds", "max_deliveries", "max_in_flight", "event_names", "ordered", "ack_floor", "pending", "lag", "dead_letters", "created_at")
+    __slots__ = ("name", "topic", "start_offset", "ack_wait_seconds", "max_deliveries", "max_in_flight", "event_names", "ordered", "ack_floor", "pending", "lag", "dead_letters", "created_at", "expired")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     START_OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,7 @@ class ConsumerInfo(_message.Message):
     LAG_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
     name: str
     topic: str
     start_offset: int
@@ -199,7 +200,8 @@ class ConsumerInfo(_message.Message):
     lag: int
     dead_letters: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., topic: _Optional[str] = ..., start_offset: _Optional[int] = ..., ack_wait_seconds: _Optional[int] = ..., max_deliveries: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., event_names: _Optional[_Iterable[str]] = ..., ordered: _Optional[bool] = ..., ack_floor: _Optional[int] = ..., pending: _Optional[int] = ..., lag: _Optional[int] = ..., dead_letters: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    expired: int
+    def __init__(self, name: _Optional[str] = ..., topic: _Optional[str] = ..., start_offset: _Optional[int] = ..., ack_wait_seconds: _Optional[int] = ..., max_deliveries: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., event_names: _Optional[_Iterable[str]] = ..., ordered: _Optional[bool] = ..., ack_floor: _Optional[int] = ..., pending: _Optional[int] = ..., lag: _Optional[int] = ..., dead_letters: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expired: _Optional[int] = ...) -> None: ...
 
 class ListConsumersRequest(_message.Message):
     __slots__ = ("topic",)
