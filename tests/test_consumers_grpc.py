@@ -189,6 +189,22 @@ def test_the_grpc_server_killed_and_restarted_mid_run_loses_no_ack_no_lease_and_
     lock = threading.Lock()
     killed = threading.Event()
 
+    def ack_until_answered(token: str, ack_ids: list[str]) -> None:
+        """An ack whose answer was lost with the server may have committed: acks are idempotent, so a worker sends
+        it again (to the restarted server) until it is answered."""
+        while True:
+            client = Client(address[0], token)
+            try:
+                client.consumers.Ack(
+                    pb.AckRequest(topic=topic, consumer="work", ack_ids=ack_ids), metadata=client.metadata, timeout=10
+                )
+                return
+            except grpc.RpcError as error:
+                assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error
+                time.sleep(0.1)
+            finally:
+                client.close()
+
     def worker() -> None:
         token = mint_token([topic], ttl_seconds=3600)
         while True:
@@ -204,11 +220,7 @@ def test_the_grpc_server_killed_and_restarted_mid_run_loses_no_ack_no_lease_and_
                     if not reply.deliveries and killed.is_set() and len(acked) == total:
                         return
                 if reply.deliveries:
-                    client.consumers.Ack(
-                        pb.AckRequest(topic=topic, consumer="work", ack_ids=[d.ack_id for d in reply.deliveries]),
-                        metadata=client.metadata,
-                        timeout=10,
-                    )
+                    ack_until_answered(token, [d.ack_id for d in reply.deliveries])
                     with lock:
                         acked.update(d.event.offset for d in reply.deliveries)
             except grpc.RpcError as error:
