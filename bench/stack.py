@@ -161,10 +161,11 @@ class Stack:
                     f"worker{n + 1}",
                     [
                         *(str(VENV_BIN / "celery"), "-A", "eventrelay", "worker", "--loglevel", "INFO"),
-                        *("--queues", self.queue, "--concurrency", "1", "--hostname", f"bench{n + 1}-{os.getpid()}@%h"),
-                        *("--without-mingle", "--without-gossip"),
+                        # As the Procfile starts it: delivery threads on a bounded pool of connections.
+                        *("--queues", self.queue, "--pool", "threads", "--concurrency", "200"),
+                        *("--hostname", f"bench{n + 1}-{os.getpid()}@%h", "--without-mingle", "--without-gossip"),
                     ],
-                    self.env,
+                    {**self.env, "ER_DB_POOL": "10"},
                     self.log_dir,
                 )
             )

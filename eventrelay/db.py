@@ -7,7 +7,7 @@ from typing import Any, ParamSpec, TypeVar
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connection, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,3 +44,10 @@ def close_connections_after_each_request() -> None:
     consumers, the live hub) are long-lived and few: they keep their persistent connections.
     """
     request_finished.connect(_close_request_connections, sender=ASGIHandler, dispatch_uid="er_close_request_db")
+
+
+def release_connection() -> None:
+    """Give this thread's database connection back to the process's pool (``ER_DB_POOL``) before a long wait that
+    needs none; the next query takes one again. Without a pool, or inside a transaction, nothing changes."""
+    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+        connection.close()

@@ -86,6 +86,16 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, con
 # Shown in pg_stat_activity, so an operator can tell which process holds which connections.
 ER_DB_APPLICATION_NAME = env_str("ER_DB_APPLICATION_NAME", "eventrelay")
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("application_name", ER_DB_APPLICATION_NAME)
+# A bounded pool of connections shared by the process's threads (psycopg_pool), instead of one connection per
+# thread: the webhook worker (the Procfile sets it from ER_WEBHOOK_DB_POOL) runs many delivery threads that hold
+# a connection only while they talk to PostgreSQL, never while a request to a receiver is in flight.
+ER_DB_POOL = env_int("ER_DB_POOL", 0)
+if ER_DB_POOL > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # (Django's pool requires it: the pool keeps the connections)
+    # Checked when taken (Django's pool does so with CONN_HEALTH_CHECKS): after a PostgreSQL restart every idle
+    # connection of the pool is dead, and a retry (a lease release after an error, say) must not get the next one.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": ER_DB_POOL, "timeout": 60}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -255,6 +265,10 @@ ER_WEBHOOK_MAX_ATTEMPTS = env_int("ER_WEBHOOK_MAX_ATTEMPTS", 20)
 ER_WEBHOOK_BACKOFF_BASE_MS = env_int("ER_WEBHOOK_BACKOFF_BASE_MS", 1000)
 ER_WEBHOOK_BACKOFF_CAP_MS = env_int("ER_WEBHOOK_BACKOFF_CAP_MS", 3_600_000)
 ER_WEBHOOK_TIMEOUT_S = env_int("ER_WEBHOOK_TIMEOUT_S", 10)
+# Deliveries in flight per worker process (its thread pool; one at a time per stream), and the PostgreSQL
+# connections those threads share (ER_DB_POOL of the worker process).
+ER_WEBHOOK_CONCURRENCY = env_int("ER_WEBHOOK_CONCURRENCY", 200)
+ER_WEBHOOK_DB_POOL = env_int("ER_WEBHOOK_DB_POOL", 10)
 # Destinations resolving to loopback/private/link-local addresses are refused unless this is on.
 ER_WEBHOOK_ALLOW_PRIVATE = env_bool("ER_WEBHOOK_ALLOW_PRIVATE", False)
 # A worker's claim on a stream lasts this long past each request's timeout; a crashed worker's

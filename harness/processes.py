@@ -158,18 +158,20 @@ class WebServer:
 
 
 class CeleryWorker:
-    """A real ``celery -A eventrelay worker`` process on the test database and a test queue."""
+    """A real ``celery -A eventrelay worker`` process on the test database and a test queue, started as the
+    Procfile starts it."""
 
-    def __init__(self, env: dict[str, str] | None = None, name: str = "worker", concurrency: int = 2) -> None:
+    def __init__(self, env: dict[str, str] | None = None, name: str = "worker", concurrency: int = 200) -> None:
         self.name = name
+        # As the Procfile starts it: a thread pool of delivery threads sharing a bounded pool of connections.
         self.process = start(
             [
                 str(VENV_BIN / "celery"),
-                *("-A", "eventrelay", "worker", "--loglevel", "INFO", "--queues", TEST_QUEUE),
+                *("-A", "eventrelay", "worker", "--loglevel", "INFO", "--queues", TEST_QUEUE, "--pool", "threads"),
                 *("--concurrency", str(concurrency), "--hostname", f"{name}-{os.getpid()}@%h", "--without-mingle"),
                 "--without-gossip",
             ],
-            env={"DATABASE_URL": test_database_url(), **COMMON_ENV, **(env or {})},
+            env={"DATABASE_URL": test_database_url(), **COMMON_ENV, "ER_DB_POOL": "10", **(env or {})},
             log_name=name,
         )
         wait_until(lambda: "ready." in log_of(name) or self._exited(), 60, f"{name} to be ready")

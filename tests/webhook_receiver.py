@@ -28,8 +28,12 @@ Answer = int | tuple[int, float] | str
 
 
 class Receiver:
-    def __init__(self, timeout_sleep: float = 3.0) -> None:
+    def __init__(self, timeout_sleep: float = 3.0, latency: float = 0.0) -> None:
         self.lock = threading.Lock()
+        # Seconds every answer takes (a slow receiver), and how many requests are being answered right now.
+        self.latency = latency
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.requests: list[Received] = []
         self.answer: Callable[[dict[str, Any], int], Answer] = lambda event, tries: 200
         self.timeout_sleep = timeout_sleep
@@ -55,6 +59,13 @@ class Receiver:
                     receiver.requests.append(
                         Received(event["topic"], event["offset"], event, dict(self.headers), body, repr(answer))
                     )
+                if receiver.latency:
+                    with receiver.lock:
+                        receiver.in_flight += 1
+                        receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                    time.sleep(receiver.latency)
+                    with receiver.lock:
+                        receiver.in_flight -= 1
                 if answer == "timeout":
                     time.sleep(receiver.timeout_sleep)
                     return self._close()

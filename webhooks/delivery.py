@@ -12,6 +12,7 @@ another worker now owns.
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
 import requests
+import requests.adapters
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from eventrelay.db import release_connection
 from eventrelay.errors import NotFound
 from events.canonical import StoredEvent, canonical_json
 from events.services import read_stream_events
@@ -40,14 +43,23 @@ READ_BATCH = 100
 COUNTDOWN_LIMIT_S = 10
 
 _session: requests.Session | None = None
+_session_lock = threading.Lock()
 
 
 def http_session() -> requests.Session:
-    """One session per worker process: keeps connections to receivers alive between events."""
+    """One session per worker process, shared by its delivery threads: keeps connections to receivers alive between
+    events, up to one per delivery in flight for each origin."""
     global _session
-    if _session is None:
-        _session = requests.Session()
-    return _session
+    with _session_lock:
+        if _session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=100, pool_maxsize=max(settings.ER_WEBHOOK_CONCURRENCY, 10)
+            )
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            _session = session
+        return _session
 
 
 # --- HTTP -------------------------------------------------------------------------------------------
@@ -283,6 +295,9 @@ def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, eve
     owner = lease.owner
     if not _keep_lease(stream, lease):
         return "lease lost"
+    # No database connection is held while the receiver takes its time: with the worker's pool (ER_DB_POOL), it
+    # goes back for the other delivery threads.
+    release_connection()
     outcome = post_event(destination, event)
     attempt = DeliveryAttempt(
         stream=stream,

@@ -1,0 +1,133 @@
+"""One worker process, started as the Procfile starts it, keeps many deliveries in flight: one at a time per stream
+(order), many streams at once, on a bounded pool of PostgreSQL connections (docs/webhooks.md "Concurrency").
+Receivers here answer after 100 ms or 1 s; the tests assert counts, order and connections, and print the rate."""
+
+import os
+import signal
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from events.services import publish
+from harness import processes
+from harness.processes import CeleryBeat, CeleryWorker, wait_until
+from tests.grpc_client import unique_topic
+from tests.webhook_processes import broker_fixture, start_fixture  # noqa: F401 (fixtures)
+from tests.webhook_receiver import Receiver
+from webhooks.services import create_destination
+
+pytestmark = pytest.mark.e2e
+
+
+def publish_streams(admin: Any, topic: str, streams: int, events: int) -> dict[str, list[int]]:
+    published: dict[str, list[int]] = {str(n): [] for n in range(streams)}
+    for n in range(events):
+        for topic_id, offsets in published.items():
+            [event] = publish(admin, f"{topic}:{topic_id}", [{"name": "tick", "data": {"n": n}}], "grpc")
+            offsets.append(event.offset)
+    return published
+
+
+def delivered(receiver: Receiver, topic: str, published: dict[str, list[int]]) -> bool:
+    return all(set(receiver.offsets(f"{topic}:{tid}")) >= set(offsets) for tid, offsets in published.items())
+
+
+def connections_of(application_name: str) -> int:
+    with psycopg.connect(processes.test_database_url(), autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application_name])
+        return int(row.fetchone()[0])
+
+
+def rate(receiver: Receiver) -> float:
+    times = sorted(request.at for request in receiver.requests)
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+
+
+@pytest.fixture
+def slow_receiver() -> Any:
+    server = Receiver(latency=0.1)
+    yield server
+    server.close()
+
+
+def test_one_worker_delivers_64_slow_streams_at_once_in_order(
+    transactional_db, make_topic, slow_receiver, allow_private, admin, broker, start
+):
+    topic = unique_topic("conc")
+    make_topic(topic)
+    create_destination(name="slow", url=slow_receiver.url, topic=topic)
+    published = publish_streams(admin, topic, 64, 20)
+
+    start(CeleryWorker, name="concurrency_worker")
+    wait_until(lambda: delivered(slow_receiver, topic, published), 180, "1,280 deliveries")
+
+    for topic_id, offsets in published.items():
+        assert slow_receiver.offsets(f"{topic}:{topic_id}") == offsets, f"stream {topic}:{topic_id}"
+    assert len(slow_receiver.requests) == 64 * 20
+    print(
+        f"64 streams x 20 events, receiver 100 ms, one worker: {rate(slow_receiver):.0f} deliveries/s, "
+        f"{slow_receiver.most_in_flight} requests in flight at most"
+    )
+    assert slow_receiver.most_in_flight > 1  # more than one stream at a time
+
+
+def test_a_thousand_streams_at_one_second_share_the_workers_connection_pool(
+    transactional_db, make_topic, allow_private, admin, broker, start
+):
+    receiver = Receiver(latency=1.0)
+    try:
+        topic = unique_topic("pool")
+        make_topic(topic)
+        create_destination(name="second", url=receiver.url, topic=topic)
+        published = publish_streams(admin, topic, 1000, 3)
+        application = f"hooks-pool-{os.getpid()}"
+        start(CeleryWorker, name="pool_worker", env={"ER_DB_APPLICATION_NAME": application, "ER_DB_POOL": "10"})
+
+        most = 0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not delivered(receiver, topic, published):
+            most = max(most, connections_of(application))
+            time.sleep(0.2)
+        assert delivered(receiver, topic, published), "3,000 deliveries"
+        for topic_id, offsets in published.items():
+            assert receiver.offsets(f"{topic}:{topic_id}") == offsets, f"stream {topic}:{topic_id}"
+        print(
+            f"1,000 streams x 3 events, receiver 1 s, one worker: {rate(receiver):.0f} deliveries/s, "
+            f"{receiver.most_in_flight} in flight at most, {most} PostgreSQL connections at most"
+        )
+        assert 0 < most <= 10
+        assert receiver.most_in_flight > 100
+    finally:
+        receiver.close()
+
+
+def test_a_worker_killed_with_its_requests_in_flight_loses_nothing_and_repeats_at_most_those(
+    transactional_db, make_topic, allow_private, admin, broker, start
+):
+    receiver = Receiver(latency=1.0)
+    try:
+        topic = unique_topic("killed")
+        make_topic(topic)
+        create_destination(name="killed", url=receiver.url, topic=topic)
+        published = publish_streams(admin, topic, 200, 2)
+        fast = {"ER_WEBHOOK_TIMEOUT_S": "3", "ER_WEBHOOK_LEASE_MARGIN_S": "2", "ER_WEBHOOK_SWEEP_S": "1"}
+        first = start(CeleryWorker, name="killed_worker", env=fast)
+        wait_until(lambda: receiver.in_flight >= 150, 60, "the worker to have its requests in flight")
+        in_flight = receiver.in_flight
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(30)
+
+        start(CeleryBeat, env=fast, name="killed_beat")
+        start(CeleryWorker, name="taking_over_worker", env=fast)
+        wait_until(lambda: delivered(receiver, topic, published), 180, "every event after the kill")
+
+        repeated = len(receiver.requests) - 400
+        for topic_id, offsets in published.items():
+            got = receiver.offsets(f"{topic}:{topic_id}")
+            assert sorted(set(got)) == offsets and got == sorted(got), f"stream {topic}:{topic_id}: {got}"
+        print(f"killed with {in_flight} requests in flight: {repeated} deliveries repeated")
+        assert repeated <= receiver.most_in_flight
+    finally:
+        receiver.close()
