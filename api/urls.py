@@ -30,6 +30,11 @@ urlpatterns = [
     path("webhooks/<int:destination_id>", views.WebhookView.as_view(), name="api-webhook"),
     path("webhooks/<int:destination_id>/pause", views.WebhookPauseView.as_view(), name="api-webhook-pause"),
     path("webhooks/<int:destination_id>/resume", views.WebhookResumeView.as_view(), name="api-webhook-resume"),
+    path(
+        "webhooks/<int:destination_id>/rotate-secret",
+        views.WebhookRotateSecretView.as_view(),
+        name="api-webhook-rotate-secret",
+    ),
     path("webhooks/<int:destination_id>/attempts", views.WebhookAttemptsView.as_view(), name="api-webhook-attempts"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -255,6 +255,20 @@ class WebhookResumeView(WebhookAdminView):
         return Response(s.DestinationSerializer(destination).data)
 
 
+class WebhookRotateSecretView(WebhookAdminView):
+    @extend_schema(
+        parameters=[DESTINATION_ID],
+        request=None,
+        responses={200: s.DestinationCreatedSerializer, **ERRORS},
+        summary="Rotate the signing secret (admin): the new one is shown once; the old one keeps signing for "
+        "ER_WEBHOOK_SECRET_OVERLAP_S",
+    )
+    def post(self, request: Request, destination_id: int) -> Response:
+        destination = self.destination(destination_id)
+        webhooks.rotate_secret(destination)
+        return Response(s.DestinationSerializer(destination, context={"with_secret": True}).data)
+
+
 class WebhookAttemptsView(WebhookAdminView):
     @extend_schema(
         parameters=[

@@ -920,6 +920,7 @@ WEBHOOK_ENDPOINTS = [
     ("POST", "webhooks/{id}/pause"),
     ("POST", "webhooks/{id}/resume"),
     ("GET", "webhooks/{id}/attempts"),
+    ("POST", "webhooks/{id}/rotate-secret"),
 ]
 
 

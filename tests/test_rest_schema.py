@@ -62,6 +62,7 @@ SPEC_PATHS = {
     "/api/v1/webhooks/{}": {"get", "patch", "delete"},
     "/api/v1/webhooks/{}/pause": {"post"},
     "/api/v1/webhooks/{}/resume": {"post"},
+    "/api/v1/webhooks/{}/rotate-secret": {"post"},
     "/api/v1/webhooks/{}/attempts": {"get"},
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -208,7 +209,7 @@ def test_topic_names_and_references_in_paths_and_bodies_carry_their_pattern_and_
 def test_webhook_ids_in_paths_are_positive_integers(openapi):
     ids = path_parameters(openapi, "destination_id")
 
-    assert len(ids) == 6
+    assert len(ids) == 7
     assert all(schema["type"] == "integer" and schema["minimum"] == 1 for schema in ids)
 
 

@@ -87,7 +87,14 @@ def post_event(destination: Destination, event: StoredEvent) -> Outcome:
     try:
         # The stored JSON text, spliced (never parsed): an event no parser can read back is sent all the same.
         body = canonical_json(event).encode()
-        headers = signing.webhook_headers(destination.secret, str(event.event_id), int(time.time()), body, USER_AGENT)
+        headers = signing.webhook_headers(
+            destination.secret,
+            str(event.event_id),
+            int(time.time()),
+            body,
+            USER_AGENT,
+            previous_secret=destination.signing_previous_secret(),
+        )
         response = http_session().post(
             destination.url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
         )

@@ -8,6 +8,8 @@
 - ``UndeliverableEvent``: a head event that exhausted its attempts; kept, visible, redeliverable.
 """
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import BigIntegerField, Case, Count, F, Min, OuterRef, Q, Subquery, Value, When
@@ -78,6 +80,9 @@ class Destination(models.Model):
     active = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=500, blank=True, default="")
     secret = models.CharField(max_length=100)
+    # The secret before the last rotation, which still signs every request until ``previous_secret_until``.
+    previous_secret = models.CharField(max_length=100, blank=True, default="")
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
     max_attempts = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: ER_WEBHOOK_MAX_ATTEMPTS.")
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: ER_WEBHOOK_TIMEOUT_S.")
     backoff_base_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: ER_WEBHOOK_BACKOFF_BASE_MS.")
@@ -102,6 +107,12 @@ class Destination(models.Model):
     @property
     def topic(self) -> str:
         return f"{self.topic_name}:{self.topic_id}" if self.topic_id else self.topic_name
+
+    def signing_previous_secret(self, now: "datetime | None" = None) -> str:
+        """The previous secret while its overlap lasts, else ""."""
+        if self.previous_secret and self.previous_secret_until and self.previous_secret_until > (now or timezone.now()):
+            return self.previous_secret
+        return ""
 
     @property
     def expired(self) -> int:

@@ -8,6 +8,7 @@ camelCase) translates them in one place of its own.
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -228,9 +229,12 @@ def resume(destination: Destination) -> None:
 
 
 def rotate_secret(destination: Destination) -> str:
-    """Give the destination a new signing secret and return it (shown once by the admin)."""
+    """Give the destination a new signing secret and return it (shown once). The old one keeps signing every
+    request beside it for ``ER_WEBHOOK_SECRET_OVERLAP_S``, so the receiver can switch over without losing one."""
+    destination.previous_secret = destination.secret
+    destination.previous_secret_until = timezone.now() + timedelta(seconds=settings.ER_WEBHOOK_SECRET_OVERLAP_S)
     destination.secret = signing.new_secret()
-    destination.save(update_fields=["secret", "updated_at"])
+    destination.save(update_fields=["secret", "previous_secret", "previous_secret_until", "updated_at"])
     return destination.secret
 
 

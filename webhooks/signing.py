@@ -67,13 +67,20 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode('ascii')}"
 
 
-def webhook_headers(secret: str, msg_id: str, timestamp: int, body: bytes, user_agent: str) -> dict[str, str]:
-    """All headers of one delivery attempt, signed for ``body`` (which must be the JSON bytes sent)."""
+def webhook_headers(
+    secret: str, msg_id: str, timestamp: int, body: bytes, user_agent: str, previous_secret: str = ""
+) -> dict[str, str]:
+    """All headers of one delivery attempt, signed for ``body`` (which must be the JSON bytes sent). With a
+    ``previous_secret`` (a rotation's overlap) the header carries both signatures, the new one first, as Standard
+    Webhooks allows: a receiver that still has the old secret verifies the request, and so does one with the new."""
+    signature = sign(secret, msg_id, timestamp, body)
+    if previous_secret:
+        signature = f"{signature} {sign(previous_secret, msg_id, timestamp, body)}"
     return {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": signature,
         "user-agent": user_agent,
     }
 
