@@ -154,6 +154,10 @@ class DestinationSerializer(serializers.Serializer):
     eventNames = serializers.ListField(child=NotBlankTextField(), source="event_names", required=False)
     active = serializers.BooleanField(required=False, default=True)
     disabledReason = serializers.CharField(source="disabled_reason", read_only=True)
+    disabledAt = serializers.DateTimeField(source="disabled_at", read_only=True, allow_null=True)
+    failingSince = serializers.DateTimeField(
+        source="failing_since", read_only=True, allow_null=True, help_text="Since when every attempt has failed."
+    )
     maxAttempts = serializers.IntegerField(
         source="max_attempts", required=False, allow_null=True, min_value=1, max_value=MAX_ATTEMPTS_LIMIT
     )

@@ -356,7 +356,15 @@ class DestinationAdmin(admin.ModelAdmin):
     list_filter = (StateFilter, TopicFilter)
     search_fields = ("name", "url", "topic_name", "topic_id")
     actions = ["pause_destinations", "resume_destinations", "rotate_secrets", "send_test_event"]
-    readonly_fields = ("disabled_reason", "delivery_summary", "signing_secret", "created_at", "updated_at")
+    readonly_fields = (
+        "disabled_reason",
+        "disabled_at",
+        "failing_since",
+        "delivery_summary",
+        "signing_secret",
+        "created_at",
+        "updated_at",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Destination]:
         """One query for the whole list (and the change page): counts, topic head and backlog bound."""
@@ -368,7 +376,15 @@ class DestinationAdmin(admin.ModelAdmin):
         if obj is None:
             return [(None, {"fields": ("name", "url", "topic", "event_names", "active", "start_offset")}), retry]
         return [
-            (None, {"fields": ("name", "url", "topic", "event_names", "active", "disabled_reason")}),
+            (
+                None,
+                {
+                    "fields": (
+                        *("name", "url", "topic", "event_names", "active"),
+                        *("disabled_reason", "disabled_at", "failing_since"),
+                    )
+                },
+            ),
             (
                 "Delivery",
                 {"fields": ("delivery_summary", "start_offset", "signing_secret", "created_at", "updated_at")},
@@ -445,6 +461,9 @@ class DestinationAdmin(admin.ModelAdmin):
     @admin.display(description="state", ordering="active")
     def state(self, destination: Destination) -> str:
         if destination.active:
+            # Every attempt since then failed: shown as failing, not as a healthy "active".
+            if destination.failing_since is not None:
+                return f"failing since {_moment(destination.failing_since)}"
             return "active"
         return "disabled" if destination.disabled_reason else "paused"
 

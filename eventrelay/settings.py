@@ -271,6 +271,8 @@ ER_WEBHOOK_CONCURRENCY = env_int("ER_WEBHOOK_CONCURRENCY", 200)
 ER_WEBHOOK_DB_POOL = env_int("ER_WEBHOOK_DB_POOL", 10)
 # After a secret rotation the previous secret signs beside the new one for this long.
 ER_WEBHOOK_SECRET_OVERLAP_S = env_int("ER_WEBHOOK_SECRET_OVERLAP_S", 86_400)
+# A destination whose every attempt has failed for this long is disabled (5 days).
+ER_WEBHOOK_DISABLE_AFTER_S = env_int("ER_WEBHOOK_DISABLE_AFTER_S", 432_000)
 # Destinations resolving to loopback/private/link-local addresses are refused unless this is on.
 ER_WEBHOOK_ALLOW_PRIVATE = env_bool("ER_WEBHOOK_ALLOW_PRIVATE", False)
 # A worker's claim on a stream lasts this long past each request's timeout; a crashed worker's

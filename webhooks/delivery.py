@@ -318,8 +318,14 @@ def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, eve
         duration_ms=outcome.duration_ms,
     )
     if outcome.ok:
+        if destination.failing_since is not None:
+            Destination.objects.filter(pk=destination.pk).update(failing_since=None)
+            destination.failing_since = None
         return "delivered" if _record_delivery(stream, owner, attempt) else "lease lost"
     attempt.save()
+    if _disable_if_failing_too_long(destination, outcome.error):
+        release(stream.pk, owner, attempts=stream.attempts + 1, last_error=outcome.error)
+        return "disabled"
     if outcome.gone:
         _disable_gone(destination, event.offset)
         release(stream.pk, owner, attempts=stream.attempts + 1, last_error=outcome.error)
@@ -502,9 +508,27 @@ def redeliver_undeliverable(undeliverable_id: int) -> bool:
 
 
 def _disable_gone(destination: Destination, offset: int) -> None:
+    now = timezone.now()
     Destination.objects.filter(pk=destination.pk).update(
-        active=False, disabled_reason=f"receiver answered 410 Gone for offset {offset} at {timezone.now()}"
+        active=False, disabled_at=now, disabled_reason=f"receiver answered 410 Gone for offset {offset} at {now}"
     )
+
+
+def _disable_if_failing_too_long(destination: Destination, error: str) -> bool:
+    """Note when a destination started failing; disable it once every attempt has failed for
+    ``ER_WEBHOOK_DISABLE_AFTER_S``. Whether it is disabled now."""
+    now = timezone.now()
+    if destination.failing_since is None:
+        Destination.objects.filter(pk=destination.pk, failing_since__isnull=True).update(failing_since=now)
+        destination.failing_since = now
+        return False
+    if (now - destination.failing_since).total_seconds() < settings.ER_WEBHOOK_DISABLE_AFTER_S:
+        return False
+    reason = f"every attempt failed since {destination.failing_since:%Y-%m-%d %H:%M:%S} UTC; the last: {error}"
+    disabled = Destination.objects.filter(pk=destination.pk, active=True).update(
+        active=False, disabled_at=now, disabled_reason=reason[:500]
+    )
+    return disabled > 0
 
 
 # --- Test events --------------------------------------------------------------------------------------

@@ -79,6 +79,10 @@ class Destination(models.Model):
     event_names = models.JSONField(default=list, blank=True, help_text="Only these event names; empty for all.")
     active = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=500, blank=True, default="")
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    # Since when every attempt has failed (None: the last attempt succeeded); past ER_WEBHOOK_DISABLE_AFTER_S the
+    # destination is disabled.
+    failing_since = models.DateTimeField(null=True, blank=True)
     secret = models.CharField(max_length=100)
     # The secret before the last rotation, which still signs every request until ``previous_secret_until``.
     previous_secret = models.CharField(max_length=100, blank=True, default="")

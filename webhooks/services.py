@@ -222,7 +222,9 @@ def pause(destination: Destination) -> None:
 @transaction.atomic
 def resume(destination: Destination) -> None:
     """Reactivate and deliver the backlog now (retry timers are reset)."""
-    Destination.objects.filter(pk=destination.pk).update(active=True, disabled_reason="", updated_at=timezone.now())
+    Destination.objects.filter(pk=destination.pk).update(
+        active=True, disabled_reason="", disabled_at=None, failing_since=None, updated_at=timezone.now()
+    )
     destination.active = True
     destination.streams.update(next_attempt_at=timezone.now())
     _wake_after_commit(destination.topic_name)
