@@ -235,6 +235,14 @@ class AttemptSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
 
 
+class RedeliverSerializer(serializers.Serializer):
+    since = serializers.DateTimeField(help_text="Undeliverable events recorded at or after this moment (ISO 8601).")
+
+
+class RedeliverResponseSerializer(serializers.Serializer):
+    queued = serializers.IntegerField(help_text="How many undeliverable events were queued for redelivery.")
+
+
 class AttemptListSerializer(serializers.Serializer):
     attempts = AttemptSerializer(many=True)
 

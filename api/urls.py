@@ -35,6 +35,7 @@ urlpatterns = [
         views.WebhookRotateSecretView.as_view(),
         name="api-webhook-rotate-secret",
     ),
+    path("webhooks/<int:destination_id>/redeliver", views.WebhookRedeliverView.as_view(), name="api-webhook-redeliver"),
     path("webhooks/<int:destination_id>/attempts", views.WebhookAttemptsView.as_view(), name="api-webhook-attempts"),
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

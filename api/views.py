@@ -269,6 +269,19 @@ class WebhookRotateSecretView(WebhookAdminView):
         return Response(s.DestinationSerializer(destination, context={"with_secret": True}).data)
 
 
+class WebhookRedeliverView(WebhookAdminView):
+    @extend_schema(
+        parameters=[DESTINATION_ID],
+        request=s.RedeliverSerializer,
+        responses={200: s.RedeliverResponseSerializer, **ERRORS},
+        summary="Redeliver the undeliverable events recorded since a time (admin), in order per stream",
+    )
+    def post(self, request: Request, destination_id: int) -> Response:
+        destination = self.destination(destination_id)
+        since = _validated(s.RedeliverSerializer, request.data)["since"]
+        return Response({"queued": webhooks.redeliver_since(destination, since)})
+
+
 class WebhookAttemptsView(WebhookAdminView):
     @extend_schema(
         parameters=[

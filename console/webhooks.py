@@ -8,6 +8,7 @@ Delivery attempts and undeliverable events are records of what happened: they ca
 events redelivered) but never edited.
 """
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
@@ -355,7 +356,14 @@ class DestinationAdmin(admin.ModelAdmin):
     )
     list_filter = (StateFilter, TopicFilter)
     search_fields = ("name", "url", "topic_name", "topic_id")
-    actions = ["pause_destinations", "resume_destinations", "rotate_secrets", "send_test_event"]
+    actions = [
+        "pause_destinations",
+        "resume_destinations",
+        "rotate_secrets",
+        "send_test_event",
+        "redeliver_last_day",
+        "redeliver_last_week",
+    ]
     readonly_fields = (
         "disabled_reason",
         "disabled_at",
@@ -545,6 +553,26 @@ class DestinationAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
 
+    def _redeliver_since(self, request: HttpRequest, queryset: QuerySet[Destination], hours: int) -> None:
+        since = timezone.now() - timedelta(hours=hours)
+        for destination in queryset:
+            queued = services.redeliver_since(destination, since)
+            self.log_change(request, destination, f"Redelivering {queued} undeliverable event(s) since {since}.")
+            self.message_user(
+                request,
+                f"“{destination.name}”: {queued} undeliverable event(s) recorded since {_moment(since)} queued for "
+                "redelivery, in order per stream.",
+                messages.SUCCESS if queued else messages.WARNING,
+            )
+
+    @admin.action(description="Redeliver undeliverable events of the last 24 hours", permissions=["change"])
+    def redeliver_last_day(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        self._redeliver_since(request, queryset, 24)
+
+    @admin.action(description="Redeliver undeliverable events of the last 7 days", permissions=["change"])
+    def redeliver_last_week(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        self._redeliver_since(request, queryset, 24 * 7)
+
     @admin.action(description="Rotate signing secret of selected destinations", permissions=["change"])
     def rotate_secrets(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
         for destination in queryset:
@@ -554,7 +582,8 @@ class DestinationAdmin(admin.ModelAdmin):
                 request,
                 format_html(
                     "New signing secret of “{}”: <code>{}</code> Copy it now: it is not shown again. "
-                    "Deliveries are signed with it from now on; the old secret no longer verifies.",
+                    "Deliveries are signed with it from now on, and with the old one beside it for "
+                    "ER_WEBHOOK_SECRET_OVERLAP_S, so the receiver can switch over.",
                     destination.name,
                     secret,
                 ),

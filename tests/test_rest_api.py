@@ -921,6 +921,7 @@ WEBHOOK_ENDPOINTS = [
     ("POST", "webhooks/{id}/resume"),
     ("GET", "webhooks/{id}/attempts"),
     ("POST", "webhooks/{id}/rotate-secret"),
+    ("POST", "webhooks/{id}/redeliver"),
 ]
 
 

@@ -63,6 +63,7 @@ SPEC_PATHS = {
     "/api/v1/webhooks/{}/pause": {"post"},
     "/api/v1/webhooks/{}/resume": {"post"},
     "/api/v1/webhooks/{}/rotate-secret": {"post"},
+    "/api/v1/webhooks/{}/redeliver": {"post"},
     "/api/v1/webhooks/{}/attempts": {"get"},
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -209,7 +210,7 @@ def test_topic_names_and_references_in_paths_and_bodies_carry_their_pattern_and_
 def test_webhook_ids_in_paths_are_positive_integers(openapi):
     ids = path_parameters(openapi, "destination_id")
 
-    assert len(ids) == 7
+    assert len(ids) == 8
     assert all(schema["type"] == "integer" and schema["minimum"] == 1 for schema in ids)
 
 
@@ -224,9 +225,9 @@ def test_every_request_body_refuses_fields_it_does_not_list(openapi):
             assert option["additionalProperties"] is False, (method, path)
             bodies += 1
 
-    # topics POST and PATCH, events (one or a list), webhooks POST and PATCH; consumers, fetch, ack, nack, extend,
-    # seek, redrive
-    assert bodies == 13
+    # topics POST and PATCH, events (one or a list), webhooks POST, PATCH and redeliver; consumers, fetch, ack,
+    # nack, extend, seek, redrive
+    assert bodies == 14
 
 
 def test_a_published_list_holds_one_to_the_batch_limit_and_names_its_ranges(openapi, settings):

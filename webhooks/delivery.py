@@ -507,6 +507,17 @@ def redeliver_undeliverable(undeliverable_id: int) -> bool:
     return outcome.ok
 
 
+def redeliver_in_order(undeliverable_ids: list[int]) -> int:
+    """One more try of each of these undeliverable events of ONE stream, one after the other in the order given
+    (offset order), stopping at the first that fails again so none overtakes it. How many were acknowledged."""
+    acknowledged = 0
+    for undeliverable_id in undeliverable_ids:
+        if not redeliver_undeliverable(undeliverable_id):
+            break
+        acknowledged += 1
+    return acknowledged
+
+
 def _disable_gone(destination: Destination, offset: int) -> None:
     now = timezone.now()
     Destination.objects.filter(pk=destination.pk).update(

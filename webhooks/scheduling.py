@@ -13,6 +13,7 @@ DELIVER = "webhooks.tasks.deliver"
 WAKE_TOPIC = "webhooks.tasks.wake_topic"
 SWEEP = "webhooks.tasks.sweep"
 REDELIVER_UNDELIVERABLE = "webhooks.tasks.redeliver_undeliverable"
+REDELIVER_IN_ORDER = "webhooks.tasks.redeliver_in_order"
 SEND_TEST_EVENT = "webhooks.tasks.send_test_event"
 
 

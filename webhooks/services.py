@@ -8,7 +8,7 @@ camelCase) translates them in one place of its own.
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -238,6 +238,20 @@ def rotate_secret(destination: Destination) -> str:
     destination.secret = signing.new_secret()
     destination.save(update_fields=["secret", "previous_secret", "previous_secret_until", "updated_at"])
     return destination.secret
+
+
+def redeliver_since(destination: Destination, since: datetime) -> int:
+    """Redeliver every undeliverable event of ``destination`` recorded since ``since`` and not redelivered yet: one
+    task per stream, which sends that stream's events in offset order. How many are queued."""
+    pending = UndeliverableEvent.objects.filter(
+        stream__destination=destination, created_at__gte=since, redelivered_at__isnull=True
+    ).order_by("stream_id", "offset")
+    by_stream: dict[int, list[int]] = {}
+    for stream_id, undeliverable_id in pending.values_list("stream_id", "pk"):
+        by_stream.setdefault(stream_id, []).append(undeliverable_id)
+    for ids in by_stream.values():
+        _queue_after_commit(scheduling.REDELIVER_IN_ORDER, tuple(ids))  # (hashable: wake-ups are keyed by args)
+    return sum(len(ids) for ids in by_stream.values())
 
 
 def redeliver(undeliverable: UndeliverableEvent) -> None:

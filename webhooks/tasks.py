@@ -26,6 +26,11 @@ def redeliver_undeliverable(undeliverable_id: int) -> bool:
     return delivery.redeliver_undeliverable(undeliverable_id)
 
 
+@shared_task(name=scheduling.REDELIVER_IN_ORDER, acks_late=True)
+def redeliver_in_order(undeliverable_ids: list[int]) -> int:
+    return delivery.redeliver_in_order(undeliverable_ids)
+
+
 @shared_task(name=scheduling.SEND_TEST_EVENT, acks_late=True)
 def send_test_event(destination_id: int, event_id: str, requested_by: int) -> str:
     return services.deliver_test_event(destination_id, event_id, requested_by)
