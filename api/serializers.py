@@ -164,6 +164,14 @@ class DestinationSerializer(serializers.Serializer):
     timeoutSeconds = serializers.IntegerField(
         source="timeout_seconds", required=False, allow_null=True, min_value=1, max_value=TIMEOUT_SECONDS_LIMIT
     )
+    maxPerSecond = serializers.IntegerField(
+        source="max_per_second",
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=1_000_000,
+        help_text="At most this many requests per second to it (all its streams); null: no limit.",
+    )
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
     expired = serializers.IntegerField(
         read_only=True, help_text="Events retention deleted before they were delivered (all its streams)."

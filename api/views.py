@@ -191,6 +191,7 @@ class WebhooksView(WebhookAdminView):
                 max_attempts=data.get("max_attempts"),
                 timeout_seconds=data.get("timeout_seconds"),
                 start_offset=data.get("start_offset"),
+                max_per_second=data.get("max_per_second"),
             )
         return Response(s.DestinationSerializer(destination, context={"with_secret": True}).data, status=201)
 

@@ -39,7 +39,7 @@ STREAMS_SHOWN = 100
 # One click queues a test event per selected destination: a test is for checking a receiver or a few, and a
 # selection of every destination by mistake should not send one to each.
 TEST_EVENT_MAX_DESTINATIONS = 10
-RETRY_POLICY_FIELDS = ("max_attempts", "timeout_seconds", "backoff_base_ms", "backoff_cap_ms")
+RETRY_POLICY_FIELDS = ("max_attempts", "timeout_seconds", "backoff_base_ms", "backoff_cap_ms", "max_per_second")
 
 
 def _changelist_url(model: type[Model], **filters: object) -> str:

@@ -103,19 +103,25 @@ _sync_client: redis.Redis | None = None
 _sync_script: Any = None
 
 
+def _sync() -> tuple[redis.Redis, Any]:
+    """The process's client for the limiter's Redis, and the script registered on it (made on first use)."""
+    global _sync_client, _sync_script
+    if _sync_client is None:
+        _sync_client = redis.Redis.from_url(
+            settings.ER_RATE_LIMIT_REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
+        _sync_script = _sync_client.register_script(GCRA_SCRIPT)
+    return _sync_client, _sync_script
+
+
 def check(action: str, who: str, cost: int = 1) -> None:
     """Consume ``cost`` units of ``who``'s ``action`` budget, or raise ``RateLimited``."""
-    global _sync_client, _sync_script
     limit = limit_for(action)
     if not limit.enabled or cost <= 0:
         return
     try:
-        if _sync_client is None:
-            _sync_client = redis.Redis.from_url(
-                settings.ER_RATE_LIMIT_REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
-            )
-            _sync_script = _sync_client.register_script(GCRA_SCRIPT)
-        allowed, retry_after_ms = _sync_script(keys=[f"er:rl:{action}:{who}"], args=_arguments(limit, cost))
+        _client, script = _sync()
+        allowed, retry_after_ms = script(keys=[f"er:rl:{action}:{who}"], args=_arguments(limit, cost))
     except redis.RedisError as error:
         _fail_open(error)
         return
@@ -147,3 +153,37 @@ async def acheck(action: str, who: str, cost: int = 1) -> None:
         return
     if not allowed:
         raise _refusal(limit, who, cost, int(retry_after_ms))
+
+
+# --- throttles (webhook destinations) ----------------------------------------------------------------------
+
+
+def reserve(key: str, per_second: float, burst: int = 1) -> float:
+    """Take one unit of ``key``'s budget of ``per_second`` (``burst`` at once): 0 when it may be used now, else the
+    seconds to wait before asking again. Fails open (0) when Redis cannot be reached."""
+    try:
+        _client, script = _sync()
+        allowed, retry_after_ms = script(
+            keys=[f"er:throttle:{key}"], args=[int(time.time() * 1000), 1000 / per_second, max(burst, 1), 1]
+        )
+    except redis.RedisError as error:
+        logger.debug("throttle %s not applied: %s", key, error)
+        return 0.0
+    return 0.0 if allowed else int(retry_after_ms) / 1000
+
+
+def hold(key: str, seconds: float) -> None:
+    """Ask every process to wait ``seconds`` before using ``key`` again (a receiver's 429): see :func:`held_for`."""
+    try:
+        _sync()[0].set(f"er:hold:{key}", "1", px=max(int(seconds * 1000), 1))
+    except redis.RedisError as error:
+        logger.debug("hold of %s not recorded: %s", key, error)
+
+
+def held_for(key: str) -> float:
+    """Seconds left of a :func:`hold` on ``key`` (0: none)."""
+    try:
+        left = int(_sync()[0].pttl(f"er:hold:{key}"))  # type: ignore[arg-type]
+    except redis.RedisError:
+        return 0.0
+    return max(left, 0) / 1000

@@ -26,6 +26,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from eventrelay import ratelimit
 from eventrelay.db import release_connection
 from eventrelay.errors import NotFound
 from events.canonical import StoredEvent, canonical_json
@@ -302,9 +303,13 @@ def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, eve
     owner = lease.owner
     if not _keep_lease(stream, lease):
         return "lease lost"
-    # No database connection is held while the receiver takes its time: with the worker's pool (ER_DB_POOL), it
-    # goes back for the other delivery threads.
+    # No database connection is held while the receiver takes its time (or while the destination's throttle
+    # makes this thread wait): with the worker's pool (ER_DB_POOL), it goes back for the other delivery threads.
     release_connection()
+    held = _wait_for_turn(destination)
+    if held:
+        release(stream.pk, owner, next_attempt_at=timezone.now() + timedelta(seconds=held))
+        return "throttled"
     outcome = post_event(destination, event)
     attempt = DeliveryAttempt(
         stream=stream,
@@ -341,6 +346,9 @@ def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, eve
             moved = _advance(stream, owner, event.offset, last_error=outcome.error)
         return "delivered" if moved else "lease lost"
     delay = backoff_seconds(destination, attempts, outcome.retry_after_s)
+    if outcome.status == 429:
+        # The receiver asked the destination to slow down, not this stream alone: every stream of it waits.
+        ratelimit.hold(f"webhook:{destination.pk}", delay)
     release(
         stream.pk,
         owner,
@@ -516,6 +524,26 @@ def redeliver_in_order(undeliverable_ids: list[int]) -> int:
             break
         acknowledged += 1
     return acknowledged
+
+
+def _wait_for_turn(destination: Destination) -> float:
+    """Wait until a request to ``destination`` may go: past what is left of a 429's hold, and within its
+    ``max_per_second`` (every stream and worker of it share that budget, in Redis). Returns 0 once it may go, or
+    the hold left when that is longer than a delivery thread should sleep (the stream is then retried later)."""
+    key = f"webhook:{destination.pk}"
+    while True:
+        held = ratelimit.held_for(key)
+        if held > COUNTDOWN_LIMIT_S:
+            return held
+        if held > 0:
+            time.sleep(held)
+            continue
+        if not destination.max_per_second:
+            return 0.0
+        wait = ratelimit.reserve(key, destination.max_per_second)
+        if wait == 0:
+            return 0.0
+        time.sleep(wait)
 
 
 def _disable_gone(destination: Destination, offset: int) -> None:

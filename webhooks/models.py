@@ -91,6 +91,11 @@ class Destination(models.Model):
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: ER_WEBHOOK_TIMEOUT_S.")
     backoff_base_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: ER_WEBHOOK_BACKOFF_BASE_MS.")
     backoff_cap_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: ER_WEBHOOK_BACKOFF_CAP_MS.")
+    max_per_second = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="At most this many requests per second to it, all streams together. Empty: no limit.",
+    )
     # Events with offsets above this are delivered: the topic's last offset when the destination was
     # created (or an earlier offset chosen by the admin, to replay).
     start_offset = models.BigIntegerField(default=0)

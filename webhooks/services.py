@@ -39,6 +39,7 @@ EDITABLE_FIELDS = (
     "timeout_seconds",
     "backoff_base_ms",
     "backoff_cap_ms",
+    "max_per_second",
 )
 
 
@@ -107,6 +108,7 @@ LIMITS = {
     "timeout_seconds": TIMEOUT_SECONDS_LIMIT,
     "backoff_base_ms": BACKOFF_MS_LIMIT,
     "backoff_cap_ms": BACKOFF_MS_LIMIT,
+    "max_per_second": 1_000_000,
 }
 
 
@@ -140,6 +142,7 @@ def create_destination(
     backoff_base_ms: int | None = None,
     backoff_cap_ms: int | None = None,
     start_offset: int | None = None,
+    max_per_second: int | None = None,
 ) -> Destination:
     """Create a destination (and, for a ``name:id`` topic, its one stream: both or neither). It delivers events
     published after now, or after ``start_offset`` (an earlier offset, to replay) when given."""
@@ -165,6 +168,7 @@ def create_destination(
         timeout_seconds=_check_positive("timeout_seconds", timeout_seconds),
         backoff_base_ms=_check_positive("backoff_base_ms", backoff_base_ms),
         backoff_cap_ms=_check_positive("backoff_cap_ms", backoff_cap_ms),
+        max_per_second=_check_positive("max_per_second", max_per_second),
         start_offset=start_offset,
         scanned_offset=start_offset,
     )
