@@ -3,6 +3,7 @@ Retry-After, and private addresses. Real Celery workers, the real Redis broker, 
 
 import socket
 import threading
+import uuid
 
 import pytest
 
@@ -347,3 +348,24 @@ def test_a_worker_that_refuses_private_addresses_does_not_send_to_a_destination_
         assert attempt.error.startswith("refused:") and "loopback" in attempt.error, attempt.error
     undeliverable = UndeliverableEvent.objects.get(stream__destination=destination)
     assert "loopback" in undeliverable.last_error
+
+
+def test_attempt_errors_are_in_words_an_operator_reads(allow_private):
+    """Not a library's repr of nested exceptions: what happened, and with whom."""
+    from webhooks.delivery import post_event, synthetic_test_event
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens on it once closed
+    destination = Destination(name="d", url=f"http://127.0.0.1:{port}/hook", topic_name="t", secret="whsec_" + "QQ==")
+    event = synthetic_test_event(destination, uuid.uuid4())
+    assert post_event(destination, event).error == f"connection refused by 127.0.0.1:{port}"
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts (the kernel does) and never answers
+        destination.url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        destination.timeout_seconds = 1
+        assert post_event(destination, event).error == (
+            f"timed out after 1 s waiting for 127.0.0.1:{silent.getsockname()[1]} to answer"
+        )

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
@@ -99,10 +100,10 @@ def post_event(destination: Destination, event: StoredEvent) -> Outcome:
         response = http_session().post(
             destination.url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
         )
-    except requests.Timeout:
-        return Outcome(ok=False, error=f"timed out after {timeout}s", duration_ms=_ms_since(started))
     except requests.RequestException as exc:
-        return Outcome(ok=False, error=f"connection error: {exc}", duration_ms=_ms_since(started))
+        return Outcome(
+            ok=False, error=request_error_in_words(exc, destination.url, timeout), duration_ms=_ms_since(started)
+        )
     except Exception as exc:
         # Whatever cannot be built or sent for this one event is its failed attempt (and, past the maximum,
         # an undeliverable record): the stream moves on instead of failing the same way for ever.
@@ -123,6 +124,38 @@ def post_event(destination: Destination, event: StoredEvent) -> Outcome:
         duration_ms=_ms_since(started),
     )
     return outcome
+
+
+def request_error_in_words(error: requests.RequestException, url: str, timeout: float) -> str:
+    """What went wrong with a request, as an operator would say it ("connection refused by 127.0.0.1:18999",
+    "timed out after 10 s"), not a library's repr of nested exceptions."""
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    causes: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and len(causes) < 10:
+        causes.append(cause)
+        cause = (
+            cause.__cause__
+            or cause.__context__
+            or (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
+        )
+    text = " ".join(str(c) for c in causes)
+    if isinstance(error, requests.ConnectTimeout):
+        return f"connecting to {where} timed out after {timeout:g} s"
+    if isinstance(error, requests.Timeout):
+        return f"timed out after {timeout:g} s waiting for {where} to answer"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes) or "Connection refused" in text:
+        return f"connection refused by {where}"
+    if any(isinstance(c, ConnectionResetError) for c in causes) or "Connection reset" in text:
+        return f"connection reset by {where}"
+    if isinstance(error, requests.exceptions.SSLError):
+        return f"TLS handshake with {where} failed"
+    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+        return f"cannot resolve {parts.hostname}"
+    if isinstance(error, requests.ConnectionError):
+        return f"connection to {where} failed: {str(error)[:300]}"
+    return f"request to {where} failed: {str(error)[:300]}"
 
 
 def _read_capped(response: requests.Response) -> str:
