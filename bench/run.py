@@ -42,6 +42,7 @@ class Mode:
     drain: float  # seconds subscribers may wait for the last events after the last publish
     webhook_events_per_stream: int
     webhook_deadline: float
+    webhook_slow_events_per_stream: int  # per stream, with a receiver that answers in 100 ms
     retention_backlog: int  # old events the retention scenario's sweep deletes while publishing goes on
     retention_keep: int  # retentionMaxEvents of that topic
 
@@ -64,6 +65,7 @@ QUICK = Mode(
     drain=5,
     webhook_events_per_stream=4,
     webhook_deadline=40,
+    webhook_slow_events_per_stream=3,
     retention_backlog=50_000,
     retention_keep=5_000,
 )
@@ -86,6 +88,7 @@ FULL = Mode(
     drain=30,
     webhook_events_per_stream=40,
     webhook_deadline=240,
+    webhook_slow_events_per_stream=20,
     retention_backlog=1_000_000,
     retention_keep=100_000,
 )

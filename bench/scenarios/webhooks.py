@@ -34,6 +34,7 @@ STREAMS = 64
 def receiver(pipe: Any) -> dict[str, Any]:
     lock = threading.Lock()
     records: list[tuple[int, str, int]] = []
+    latency = [0.0]  # seconds every answer takes (a slow receiver); set with a "latency" message
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -49,6 +50,8 @@ def receiver(pipe: Any) -> dict[str, Any]:
             event = json.loads(body)
             with lock:
                 records.append((time.time_ns(), event["topic"], event["offset"]))
+            if latency[0]:
+                time.sleep(latency[0])
             self.send_response(200)
             self.send_header("content-length", "2")
             self.end_headers()
@@ -68,6 +71,9 @@ def receiver(pipe: Any) -> dict[str, Any]:
                 with lock:
                     records.clear()
                 pipe.send(("reset", None))
+            elif kind == "latency":
+                latency[0] = float(value)
+                pipe.send(("latency", None))
             elif kind == "wait":
                 # value: (expected count, seconds): wait until that many arrived or the time is up.
                 count, seconds = value
@@ -145,9 +151,47 @@ def canonical_bodies(topic: str, per_stream: int) -> list[bytes]:
 # --- the scenario -----------------------------------------------------------------------------------
 
 
-def webhooks(bench: "Bench") -> ScenarioResult:
+SLOW_RECEIVER_S = 0.1
+
+
+def _deliver_backlog(
+    bench: "Bench", api: requests.Session, receiving: Child, destination_id: int, topic: str, per_stream: int
+) -> tuple[int, int, float, dict[str, Any]]:
+    """Publish ``per_stream`` events on each of 64 topic ids while the destination is paused, resume it, and time
+    the deliveries from the resume to the last one received: (delivered, missing, seconds, order check)."""
     from eventrelay.v1 import eventrelay_pb2 as pb
 
+    total = STREAMS * per_stream
+    stub = bench.grpc_events()
+    expected: dict[str, list[int]] = {}
+    for stream in range(STREAMS):
+        ref = f"{topic}:s{stream:02d}"
+        events = [
+            pb.NewEvent(event_id=str(uuid.uuid4()), name=EVENT_NAME, user_id=user_id(n), data=event_data(n))
+            for n in range(per_stream)
+        ]
+        published = stub.PublishEvents(
+            pb.PublishEventsRequest(topic=ref, events=events), metadata=metadata(bench.token), timeout=60
+        )
+        expected[ref] = [event.offset for event in published.events]
+    bench.settle_database()
+    receiving.send("reset")
+    receiving.receive("reset", 30)
+    started_ns = time.time_ns()
+    reply = api.post(f"{bench.stack.base_url}/api/v1/webhooks/{destination_id}/resume", timeout=30)
+    if reply.status_code not in (200, 204):
+        raise RuntimeError(f"resuming the destination answered {reply.status_code}: {reply.text}")
+    progress(f"delivering {total:,} webhooks over {STREAMS} streams")
+    receiving.send("wait", (total, bench.mode.webhook_deadline))
+    records = receiving.receive("records", bench.mode.webhook_deadline + 60)
+    order = order_check(records)
+    last_ns = max((record[0] for record in records), default=started_ns)
+    delivered = order["unique"]
+    missing = sum(len(offsets) for offsets in expected.values()) - delivered
+    return delivered, missing, (last_ns - started_ns) / 1e9, order
+
+
+def webhooks(bench: "Bench") -> ScenarioResult:
     mode = bench.mode
     result = ScenarioResult("webhooks", "webhook deliveries, 64 streams, 2 workers vs requests.Session.post loop")
     per_stream = mode.webhook_events_per_stream
@@ -167,36 +211,10 @@ def webhooks(bench: "Bench") -> ScenarioResult:
             raise RuntimeError(f"creating the destination answered {reply.status_code}: {reply.text}")
         destination_id = reply.json()["id"]
 
-        # K events on each of 64 topic ids, published while the destination is paused.
-        stub = bench.grpc_events()
-        expected: dict[str, list[int]] = {}
-        for stream in range(STREAMS):
-            ref = f"{topic}:s{stream:02d}"
-            events = [
-                pb.NewEvent(event_id=str(uuid.uuid4()), name=EVENT_NAME, user_id=user_id(n), data=event_data(n))
-                for n in range(per_stream)
-            ]
-            published = stub.PublishEvents(
-                pb.PublishEventsRequest(topic=ref, events=events), metadata=metadata(bench.token), timeout=60
-            )
-            expected[ref] = [event.offset for event in published.events]
-
-        bench.settle_database()
-        receiving.send("reset")
-        receiving.receive("reset", 30)
-        started_ns = time.time_ns()
-        reply = api.post(f"{bench.stack.base_url}/api/v1/webhooks/{destination_id}/resume", timeout=30)
-        if reply.status_code not in (200, 204):
-            raise RuntimeError(f"resuming the destination answered {reply.status_code}: {reply.text}")
-        progress(f"delivering {total:,} webhooks over {STREAMS} streams")
-        receiving.send("wait", (total, mode.webhook_deadline))
-        records = receiving.receive("records", mode.webhook_deadline + 60)
-        product_order = order_check(records)
-        last_ns = max((record[0] for record in records), default=started_ns)
-        product_seconds = (last_ns - started_ns) / 1e9
-        delivered = product_order["unique"]
+        delivered, missing, product_seconds, product_order = _deliver_backlog(
+            bench, api, receiving, destination_id, topic, per_stream
+        )
         product_rate = delivered / product_seconds if product_seconds > 0 else 0.0
-        missing = sum(len(offsets) for offsets in expected.values()) - delivered
         api.post(f"{bench.stack.base_url}/api/v1/webhooks/{destination_id}/pause", timeout=30)
 
         # The baseline: the same number of posts, one requests.Session, one loop.
@@ -215,6 +233,20 @@ def webhooks(bench: "Bench") -> ScenarioResult:
         baseline_order = order_check(baseline_records)
         baseline_seconds = (timing["ended_ns"] - timing["started_ns"]) / 1e9
         baseline_rate = timing["posts"] / baseline_seconds
+        # A receiver that takes 100 ms per request: what many deliveries in flight per worker buy.
+        slow_topic = bench.new_topic("hooks_slow")
+        reply = api.post(
+            f"{bench.stack.base_url}/api/v1/webhooks",
+            json={"name": "bench-slow", "url": url, "topic": slow_topic, "active": False},
+            timeout=30,
+        )
+        slow_id = reply.json()["id"]
+        receiving.send("latency", SLOW_RECEIVER_S)
+        receiving.receive("latency", 30)
+        slow_delivered, slow_missing, slow_seconds, slow_order = _deliver_backlog(
+            bench, api, receiving, slow_id, slow_topic, mode.webhook_slow_events_per_stream
+        )
+        slow_rate = slow_delivered / slow_seconds if slow_seconds > 0 else 0.0
     finally:
         receiving.send("stop")
         receiving.join()
@@ -237,6 +269,15 @@ def webhooks(bench: "Bench") -> ScenarioResult:
             **baseline_order,
         },
         "workers": bench.stack.workers,
+        "slow_receiver": {
+            "latency_s": SLOW_RECEIVER_S,
+            "events_per_stream": mode.webhook_slow_events_per_stream,
+            "delivered": slow_delivered,
+            "missing": slow_missing,
+            "seconds": slow_seconds,
+            "deliveries_per_s": slow_rate,
+            **slow_order,
+        },
     }
     result.figures = [
         Figure(
@@ -263,6 +304,23 @@ def webhooks(bench: "Bench") -> ScenarioResult:
             product_order["out_of_order"] == 0,
             baseline_measured=False,
             notes=f"duplicates {product_order['duplicates']}, streams seen {product_order['streams_seen']}",
+        ),
+        Figure(
+            "webhooks_slow",
+            f"Webhook deliveries, receiver answering in {SLOW_RECEIVER_S * 1000:.0f} ms, {STREAMS} streams, "
+            f"{bench.stack.workers} workers",
+            "deliveries/s",
+            slow_rate,
+            f"one request in flight per stream ({STREAMS} / {SLOW_RECEIVER_S:g} s)",
+            STREAMS / SLOW_RECEIVER_S,
+            "higher",
+            ">= 0.8 x, order kept",
+            slow_rate >= 0.8 * STREAMS / SLOW_RECEIVER_S and slow_missing == 0 and slow_order["out_of_order"] == 0,
+            baseline_measured=False,
+            notes=(
+                f"{slow_delivered:,} of {STREAMS * mode.webhook_slow_events_per_stream:,} delivered in "
+                f"{slow_seconds:.1f} s; out of order {slow_order['out_of_order']}, duplicates {slow_order['duplicates']}"
+            ),
         ),
     ]
     return result
