@@ -79,10 +79,10 @@ def test_an_event_whose_body_cannot_be_built_is_a_failed_attempt_then_undelivera
     ]
     headers = signing.webhook_headers
 
-    def fail_for_the_second(secret, event_id, *args):
+    def fail_for_the_second(secret, event_id, *args, **kwargs):
         if event_id == str(second_id):
             raise RecursionError("maximum recursion depth exceeded")
-        return headers(secret, event_id, *args)
+        return headers(secret, event_id, *args, **kwargs)
 
     second_id = read_stream_events(topic, "1", after=offsets[0], limit=1)[0].event_id
     monkeypatch.setattr(signing, "webhook_headers", fail_for_the_second)
