@@ -127,7 +127,9 @@ def test_a_worker_killed_with_its_requests_in_flight_loses_nothing_and_repeats_a
         for topic_id, offsets in published.items():
             got = receiver.offsets(f"{topic}:{topic_id}")
             assert sorted(set(got)) == offsets and got == sorted(got), f"stream {topic}:{topic_id}: {got}"
-        print(f"killed with {in_flight} requests in flight: {repeated} deliveries repeated")
-        assert repeated <= receiver.most_in_flight
+            # One request in flight per stream: the killed worker can have left at most one of each unrecorded.
+            assert len(got) - len(set(got)) <= 1, f"stream {topic}:{topic_id}: {got}"
+        print(f"killed with {in_flight} requests in flight at the receiver: {repeated} deliveries repeated")
+        assert repeated <= 200  # the killed worker's deliveries in flight (its threads) at most
     finally:
         receiver.close()
