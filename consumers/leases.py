@@ -119,22 +119,12 @@ def _fetch(consumer_pk: int, max_events: int, *, encoded_only: bool) -> FetchOut
         epoch, next_offset, ack_wait, max_deliveries, max_in_flight, ordered, names_json, ref_id, topic_name, head = row
         names = json.loads(names_json)
         if not ordered and next_offset <= head:
-            fresh = _lease_new_unless_due(
-                cursor,
-                consumer_pk,
-                topic_name,
-                ref_id or None,
-                names,
-                next_offset=next_offset,
-                head=head,
-                max_events=max_events,
-                max_in_flight=max_in_flight,
-                ack_wait=ack_wait,
-                encoded_only=encoded_only,
-            )
-            if fresh == [] and not names and not ref_id and next_offset + max_events <= head:
-                # Nothing in the window of a gapless topic: offsets are missing from it after all (a future
-                # retention), so the rest of the topic is searched rather than handing out nothing.
+            fresh: list[Any] | None = []
+            for whole_range in (False, True):
+                # A window of a gapless topic with nothing in it means offsets are missing from it after all
+                # (retention): then the rest of the topic is searched rather than handing out nothing.
+                if whole_range and not (fresh == [] and not names and not ref_id and next_offset + max_events <= head):
+                    break
                 fresh = _lease_new_unless_due(
                     cursor,
                     consumer_pk,
@@ -147,7 +137,7 @@ def _fetch(consumer_pk: int, max_events: int, *, encoded_only: bool) -> FetchOut
                     max_in_flight=max_in_flight,
                     ack_wait=ack_wait,
                     encoded_only=encoded_only,
-                    whole_range=True,
+                    whole_range=whole_range,
                 )
             if fresh:
                 return FetchOutcome(fresh, epoch, None, True)
@@ -226,7 +216,7 @@ def _lease_new_unless_due(
     room for a whole batch, maxInFlight cannot be reached and the pending rows are not counted."""
     limit = max_events
     up_to = head if whole_range else _window(topic_id, names, next_offset=next_offset, head=head, limit=limit)
-    where, params = _matching(topic_id, names, next_offset=next_offset, up_to=up_to)
+    where, params = matching(topic_id, names, next_offset=next_offset, up_to=up_to)
     # (what the statement returns of each event, and what it reads to lease it too)
     returned = '"offset", wire' if encoded_only else f"{_EVENT_COLUMN_NAMES}, wire"
     read = '"offset", wire, event_id, topic_id' if encoded_only else f"{EVENT_COLUMNS}, wire"
@@ -354,7 +344,7 @@ def _lease_new(
 ) -> tuple[list[tuple[int, tuple[Any, ...]]], int]:
     """Lease new events from ``next_offset`` on; return them (offset, row) and the new ``next_offset``."""
     up_to = _window(topic_id, names, next_offset=next_offset, head=head, limit=limit)
-    where, params = _matching(topic_id, names, next_offset=next_offset, up_to=up_to)
+    where, params = matching(topic_id, names, next_offset=next_offset, up_to=up_to)
     cursor.execute(
         f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE {where} ORDER BY "offset" LIMIT %s',
         [*params, limit],
@@ -396,7 +386,7 @@ def _lease_new(
     return leased, new_next
 
 
-def _matching(topic_id: str | None, names: list[str], *, next_offset: int, up_to: int | None) -> tuple[str, list[Any]]:
+def matching(topic_id: str | None, names: list[str], *, next_offset: int, up_to: int | None) -> tuple[str, list[Any]]:
     """The WHERE clause (and its parameters) of a consumer's events from ``next_offset`` on (to ``up_to``)."""
     conditions = ['"offset" >= %s']
     params: list[Any] = [next_offset]
@@ -577,6 +567,6 @@ def position(cursor: Any, consumer_pk: int) -> Position | None:
 
 def count_unexamined(cursor: Any, topic_name: str, topic_id: str | None, names: list[str], *, next_offset: int) -> int:
     """How many matching events lie at or after ``next_offset`` (not handed out yet)."""
-    where, params = _matching(topic_id, names, next_offset=next_offset, up_to=None)
+    where, params = matching(topic_id, names, next_offset=next_offset, up_to=None)
     cursor.execute(f"SELECT count(*) FROM {quoted_table(topic_name)} WHERE {where}", params)
     return int(cursor.fetchone()[0])

@@ -6,11 +6,13 @@ counted. Each consumer's row is locked ``FOR UPDATE`` first, as a seek locks it:
 meanwhile, and one that comes after sees the moved position.
 """
 
+import json
 from typing import Any
 
 from django.db import connection
 from django.dispatch import receiver
 
+from consumers import leases
 from consumers.models import Consumer, DeadLetter, PendingEvent
 from topics.models import Topic
 from topics.signals import events_expiring
@@ -40,15 +42,8 @@ def _expire(cursor: Any, topic: str, consumer_pk: int, next_offset: int, ref_id:
     queued, not acknowledged), drop those and its dead letters there, and start it at ``up_to``."""
     unexamined = 0
     if next_offset < up_to:
-        conditions = ['"offset" >= %s', '"offset" < %s']
-        params: list[object] = [next_offset, up_to]
-        if ref_id:
-            conditions.append("topic_id = %s")
-            params.append(ref_id)
-        if names != "[]":
-            conditions.append("name = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))")
-            params.append(names)
-        cursor.execute(f"SELECT count(*) FROM {quoted_table(topic)} WHERE {' AND '.join(conditions)}", params)
+        where, params = leases.matching(ref_id or None, json.loads(names), next_offset=next_offset, up_to=up_to - 1)
+        cursor.execute(f"SELECT count(*) FROM {quoted_table(topic)} WHERE {where}", params)
         unexamined = cursor.fetchone()[0]
     cursor.execute(f'DELETE FROM {PENDING} WHERE consumer_id = %s AND "offset" < %s', [consumer_pk, up_to])
     pending = cursor.rowcount

@@ -459,11 +459,14 @@ def _requeue_if_more(stream: DeliveryStream) -> None:
 # --- Waking and sweeping ----------------------------------------------------------------------------
 
 
-def discover_streams(destination: Destination) -> None:
-    """Create streams for topic ids that appeared since the last scan (whole-topic destinations)."""
+def discover_streams(destination: Destination, up_to: int | None = None) -> None:
+    """Create streams for topic ids that appeared since the last scan (whole-topic destinations), up to offset
+    ``up_to`` (default: the topic's last offset)."""
     if destination.topic_id:
         return
-    head = Topic.objects.filter(name=destination.topic_name).values_list("last_offset", flat=True).first()
+    head = up_to
+    if head is None:
+        head = Topic.objects.filter(name=destination.topic_name).values_list("last_offset", flat=True).first()
     if head is None or head <= destination.scanned_offset:
         return
     topic_ids = tables.topic_ids_between(destination.topic_name, after=destination.scanned_offset, up_to=head)

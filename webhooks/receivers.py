@@ -10,7 +10,7 @@ from django.dispatch import receiver
 from events.signals import events_committed
 from topics import tables
 from topics.signals import events_expiring, topic_deleted
-from webhooks import wakeups
+from webhooks import delivery, wakeups
 from webhooks.models import DeliveryStream, Destination
 
 logger = logging.getLogger(__name__)
@@ -67,17 +67,7 @@ def move_streams_past_expired_events(sender: object, name: str, first: int, up_t
     last_deleted = up_to - 1
     destinations = Destination.objects.for_topic(name)
     for destination in destinations.filter(topic_id="", scanned_offset__lt=last_deleted):
-        topic_ids = tables.topic_ids_between(name, after=destination.scanned_offset, up_to=last_deleted)
-        DeliveryStream.objects.bulk_create(
-            [
-                DeliveryStream(destination=destination, topic_id=tid, last_offset=destination.start_offset)
-                for tid in topic_ids
-            ],
-            ignore_conflicts=True,
-        )
-        Destination.objects.filter(pk=destination.pk, scanned_offset__lt=last_deleted).update(
-            scanned_offset=last_deleted
-        )
+        delivery.discover_streams(destination, up_to=last_deleted)
     streams = connection.ops.quote_name(DeliveryStream._meta.db_table)
     destinations_table = connection.ops.quote_name(Destination._meta.db_table)
     with connection.cursor() as cursor:
