@@ -9,7 +9,7 @@ GRPC_PORT ?= $(or $(ER_GRPC_PORT),50051)
 # The browser tests drive Debian's Chromium through Playwright (which never downloads a browser).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test test-fast lint typecheck imports format bench services env db install install-dev protos clean browser \
+.PHONY: run test test-fast test-fresh-machine lint typecheck imports format bench services env db install install-dev protos clean browser \
 	screenshots
 
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
@@ -30,15 +30,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed-runtime requirements-dev.txt
 	$(PIP_INSTALL) -r requirements-dev.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $@
 
-# PostgreSQL and Redis: start them with this machine's own commands when they are not answering.
+# PostgreSQL and Redis: started when they are not answering, installed with apt first when they are absent and we
+# are root (tools/ensure_services.sh says what to install otherwise).
 services:
-	@pg_isready -q -h 127.0.0.1 -p 5432 || { echo "starting PostgreSQL"; \
-	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
-	  for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
-	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "starting Redis"; \
-	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
-	    --dir /var/lib/redis --logfile /var/log/redis/ci.log; \
-	  for i in $$(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done; }
+	@bash tools/ensure_services.sh
 
 # A development .env with generated secrets (never committed; see .gitignore).
 env:
@@ -55,9 +50,15 @@ run: db
 	@$(PY) manage.py ensure_admin
 	@echo
 	@echo "EventRelay is starting:"
-	@echo "  admin console   http://127.0.0.1:$(PORT)/admin/"
-	@echo "  health          http://127.0.0.1:$(PORT)/healthz   readiness http://127.0.0.1:$(PORT)/readyz"
-	@echo "  a token         $(PY) manage.py mint_token --topics users:123 --ttl 3600   (add --admin for an admin token)"
+	@echo "  admin console    http://127.0.0.1:$(PORT)/admin/"
+	@echo "  live viewer      http://127.0.0.1:$(PORT)/"
+	@echo "  REST API docs    http://127.0.0.1:$(PORT)/api/v1/docs   (OpenAPI: http://127.0.0.1:$(PORT)/api/v1/schema)"
+	@echo "  gRPC             127.0.0.1:$(GRPC_PORT)   (server reflection on; the protos are in protos/eventrelay/v1/)"
+	@echo "  metrics          http://127.0.0.1:$(PORT)/metrics, gRPC :$(or $(ER_GRPC_METRICS_PORT),9101), worker :$(or $(ER_WORKER_METRICS_PORT),9102), beat :$(or $(ER_BEAT_METRICS_PORT),9103)"
+	@echo "  health           http://127.0.0.1:$(PORT)/healthz   readiness http://127.0.0.1:$(PORT)/readyz"
+	@echo "  a token          $(PY) manage.py mint_token --topics users:123 --ttl 3600   (add --admin for an admin token)"
+	@echo "  local webhooks   destinations on 127.0.0.1 or a private network are refused; in development start with"
+	@echo "                   ER_WEBHOOK_ALLOW_PRIVATE=1 make run   (or put ER_WEBHOOK_ALLOW_PRIVATE=1 in .env)"
 	@echo
 	ER_HTTP_PORT=$(PORT) ER_GRPC_PORT=$(GRPC_PORT) $(VENV)/bin/honcho start
 
@@ -73,6 +74,11 @@ test: install-dev services env browser
 # The tests that start no process and no browser (tests/conftest.py marks the others e2e): minutes, not the suite's.
 test-fast: install-dev services env
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+# `make run` on a fresh Debian (a debootstrap chroot in a network namespace of its own) without PostgreSQL or
+# Redis: they must be installed with apt and started, and the service must come up ready. Root only; minutes.
+test-fresh-machine:
+	bash tools/fresh_machine.sh
 
 # Refresh the committed docs/screenshots/*.png the README shows: the browser tests that take them, told to write
 # there (a plain test run writes them to the ignored .test-logs/screenshots/docs/).
