@@ -434,12 +434,33 @@ def lock_for_ack(cursor: Any, consumer_pk: int) -> tuple[int, int, int, int] | N
     return None if row is None else tuple(row)
 
 
-def ack(cursor: Any, consumer_pk: int, offsets: list[int]) -> None:
-    """The events are done, whichever delivery of them is out."""
+def check_and_ack(cursor: Any, consumer_pk: int, epochs: list[int], offsets: list[int]) -> tuple[int, int, bool] | None:
+    """Ack in one statement, outside any transaction: lock the consumer against a seek (``FOR KEY SHARE``, for
+    the statement), check that every ackId (``epochs[i]``, ``offsets[i]``) was handed out by it, and only if all
+    were, delete the pending rows of those of the current epoch. Returns its epoch, next offset and whether the
+    ackIds were all valid (nothing is applied when one is not), or None when the consumer no longer exists.
+
+    What :func:`lock_for_ack` and a delete in a transaction would do, in one round trip instead of four (BEGIN,
+    the lock, the delete, COMMIT): acks are half of a worker's calls."""
     cursor.execute(
-        f'DELETE FROM {PENDING} WHERE consumer_id = %s AND "offset" = ANY(%s) AND state <> %s',
-        [consumer_pk, offsets, QUEUED],
+        f"WITH consumer AS ("
+        f"  SELECT epoch, next_offset FROM {CONSUMERS} WHERE id = %s FOR KEY SHARE"
+        f"), items AS ("
+        f"  SELECT e, o FROM unnest(%s::bigint[], %s::bigint[]) AS u(e, o)"
+        f"), verdict AS ("
+        f"  SELECT c.epoch, c.next_offset,"
+        f"    NOT EXISTS (SELECT 1 FROM items WHERE e > c.epoch OR (e = c.epoch AND o >= c.next_offset)) AS valid"
+        f"  FROM consumer c"
+        f"), done AS ("
+        f"  DELETE FROM {PENDING} p USING verdict v"
+        f"  WHERE v.valid AND p.consumer_id = %s AND p.state <> %s"
+        f'    AND p."offset" = ANY(ARRAY(SELECT o FROM items WHERE e = v.epoch))'
+        f"  RETURNING 1"
+        f") SELECT epoch, next_offset, valid FROM verdict",
+        [consumer_pk, epochs, offsets, consumer_pk, QUEUED],
     )
+    row = cursor.fetchone()
+    return None if row is None else (int(row[0]), int(row[1]), bool(row[2]))
 
 
 def nack(

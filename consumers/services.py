@@ -367,11 +367,17 @@ def ack(principal: Principal, topic_ref: object, name: object, ack_ids: object) 
     One unknown or malformed ackId refuses the call and nothing of it is applied."""
     consumer = _resolve(principal, topic_ref, name)
     parsed = _parse_ack_ids(consumer.pk, ack_ids)
-    with transaction.atomic(), connection.cursor() as cursor:
-        epoch = _lock_and_check(cursor, consumer, parsed)
-        current = [item for item in parsed if item.epoch == epoch]
-        if current:
-            leases.ack(cursor, consumer.pk, [item.offset for item in current])
+    _refuse_deliveries_never_made(parsed)
+    with connection.cursor() as cursor:
+        state = leases.check_and_ack(
+            cursor, consumer.pk, [item.epoch for item in parsed], [item.offset for item in parsed]
+        )
+    if state is None:
+        raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
+    epoch, next_offset, valid = state
+    if not valid:
+        _refuse_never_handed_out(parsed, epoch, next_offset)
+    current = [item for item in parsed if item.epoch == epoch]
     if consumer.ordered and current:
         _nudge(consumer)  # the next event of each acked topic id may go now
     return AckOutcome([item.text for item in parsed if item.epoch != epoch])
@@ -460,16 +466,31 @@ def _parse_ack_ids(consumer_pk: int, ack_ids: object) -> list[_AckId]:
 
 def _lock_and_check(cursor: Any, consumer: Consumer, parsed: list[_AckId]) -> int:
     """Lock the consumer against a seek and refuse ackIds it never handed out; return its epoch."""
+    _refuse_deliveries_never_made(parsed)
     state = leases.lock_for_ack(cursor, consumer.pk)
     if state is None:
         raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
     epoch, next_offset, _, _ = state
-    for item in parsed:
-        if item.epoch > epoch or (item.epoch == epoch and (item.offset >= next_offset or item.delivery < 1)):
-            raise InvalidInput(
-                f"ackIds[{item.position}]: {item.text!r} was never handed out by this consumer", field="ackIds"
-            )
+    _refuse_never_handed_out(parsed, epoch, next_offset)
     return int(epoch)
+
+
+def _refuse_deliveries_never_made(parsed: list[_AckId]) -> None:
+    for item in parsed:
+        if item.delivery < 1:
+            raise _never_handed_out(item)
+
+
+def _refuse_never_handed_out(parsed: list[_AckId], epoch: int, next_offset: int) -> None:
+    """An ackId of a later epoch, or of this epoch beyond what was handed out, was made up (or is another
+    deployment's): the whole call is refused, naming the first such ackId."""
+    for item in parsed:
+        if item.epoch > epoch or (item.epoch == epoch and item.offset >= next_offset):
+            raise _never_handed_out(item)
+
+
+def _never_handed_out(item: _AckId) -> InvalidInput:
+    return InvalidInput(f"ackIds[{item.position}]: {item.text!r} was never handed out by this consumer", field="ackIds")
 
 
 # --- Seek, dead letters ------------------------------------------------------------------------------------
