@@ -101,6 +101,10 @@ class Stack:
             "ER_WEBHOOK_ALLOW_PRIVATE": "1",
             "ER_BIND_HOST": "127.0.0.1",
             "ER_LOG_LEVEL": "WARNING",
+            # The bench scrapes no metrics (the counting itself still runs), and its two workers would want one port.
+            "ER_GRPC_METRICS_PORT": "0",
+            "ER_WORKER_METRICS_PORT": "0",
+            "ER_BEAT_METRICS_PORT": "0",
             # Production behaviour: a development .env may turn DEBUG on, which keeps every SQL
             # query in memory and wraps every cursor.
             "DJANGO_DEBUG": "0",

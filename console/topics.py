@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from consumers.services import consumers_of_topic
 from eventrelay.errors import EventRelayError
 from eventrelay.refs import validate_topic_id, validate_topic_name
-from events.browser import BrowserFilters, browse, events_stored_since, get_event, shown_json
+from events.browser import BrowserFilters, browse, count_matching, events_stored_since, get_event, shown_json
 from events.canonical import format_timestamp
 from topics.models import Topic
 from topics.services import RETENTION_FIELDS as RETENTION_SETTINGS
@@ -26,6 +26,9 @@ from topics.services import create_topic, delete_topic, update_topic
 from topics.tables import table_size_bytes
 
 RETENTION_FIELDS = ("retention_max_age_seconds", "retention_max_events")
+# The event list shows the start of each payload (the column cuts it with an ellipsis); its tooltip shows more.
+PREVIEW_CHARS = 200
+TITLE_CHARS = 2000
 
 
 class TopicAddForm(forms.ModelForm):
@@ -42,16 +45,29 @@ class TopicAddForm(forms.ModelForm):
             raise forms.ValidationError(error.message) from None
 
 
+# A filtered page says how many events match, counted on the filter's index up to this many.
+MATCHING_COUNT_LIMIT = 10_000
+
+
+def _moment_field(label: str) -> forms.DateTimeField:
+    """A time filter in ISO 8601 with its zone (``Z``, ``+02:00``), as every API writes times; a time typed
+    without one is in the server's zone, which the help text names. Not the browser's ``datetime-local``
+    picker: it has no zone at all."""
+    zone = timezone.get_default_timezone_name()
+    return forms.DateTimeField(
+        required=False,
+        label=f"{label} ({zone})",
+        help_text=f"e.g. 2026-01-05T09:30:00Z or …+02:00; no zone: {zone}",
+        widget=forms.TextInput(attrs={"placeholder": "2026-01-05T09:30:00Z", "spellcheck": "false"}),
+    )
+
+
 class BrowserFilterForm(forms.Form):
     name = forms.CharField(required=False, label="Event name")
     topic_id = forms.CharField(required=False, label="Topic id")
     user_id = forms.CharField(required=False, label="User id")
-    occurred_from = forms.DateTimeField(
-        required=False, label="Occurred from", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
-    )
-    occurred_to = forms.DateTimeField(
-        required=False, label="Occurred to", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
-    )
+    occurred_from = _moment_field("Occurred from")
+    occurred_to = _moment_field("Occurred to")
     before = forms.IntegerField(required=False, min_value=1, label="Offset at most")
 
     def clean_topic_id(self) -> str:
@@ -236,6 +252,9 @@ class TopicAdmin(admin.ModelAdmin):
         elif form.is_bound:
             messages.error(request, "Fix the filters below; showing the newest events.")
         rows, older = browse(topic, filters)
+        # Only the filters that narrow the rows (not the page's offset) make it a count of matching events.
+        narrowed = filters != BrowserFilters(before=filters.before)
+        matching = count_matching(topic, filters, MATCHING_COUNT_LIMIT + 1) if narrowed else None
         older_query = None
         if older is not None:
             query = request.GET.copy()
@@ -250,6 +269,9 @@ class TopicAdmin(admin.ModelAdmin):
             "rows": [_row(topic, row) for row in rows],
             "older_query": older_query,
             "filtered": any(value for value in (request.GET or {}).values()),
+            "stored": topic.last_offset - topic.first_offset + 1,
+            "matching": matching,
+            "matching_limit": MATCHING_COUNT_LIMIT,
         }
         return TemplateResponse(request, "admin/topics/topic/events.html", context)
 
@@ -284,6 +306,7 @@ def _row(topic: Topic, row: Any, formatted: bool = False) -> dict[str, Any]:
         "user_id": row.user_id,
         "occurred_at": format_timestamp(row.event_occurred_at),
         "stored_at": format_timestamp(row.stored_at),
-        "data_preview": row.data_text[:120],
+        "data_preview": row.data_text if len(row.data_text) <= PREVIEW_CHARS else row.data_text[:PREVIEW_CHARS] + "…",
+        "data_title": row.data_text[:TITLE_CHARS],
         **shown,
     }

@@ -57,6 +57,17 @@ def _moment(value: Any) -> str:
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _clipped(text: str, *, narrow: bool = False) -> str:
+    """Long text for a list column: cut to the column's width with an ellipsis (CSS), the whole of it in the
+    tooltip, so the figures beside it stay on the page at 1280 px."""
+    if not text:
+        return "-"
+    css_class = "er-clip narrow" if narrow else "er-clip"
+    return format_html(
+        '<span class="{}" title="{}">{}</span>', css_class, Truncator(text).chars(2000), Truncator(text).chars(200)
+    )
+
+
 # --- Filters --------------------------------------------------------------------------------------
 
 
@@ -65,7 +76,12 @@ class StateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("active", "active"), ("paused", "paused"), ("disabled", "disabled by the receiver (410)")]
+        return [
+            ("active", "active"),
+            ("paused", "paused"),
+            ("disabled", "disabled by the receiver (410)"),
+            ("failing", "failing (retrying, or disabled by the receiver)"),
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         destinations = cast(DestinationQuerySet, queryset)  # the destination list's own queryset
@@ -75,6 +91,8 @@ class StateFilter(admin.SimpleListFilter):
             return destinations.paused()
         if self.value() == "disabled":
             return destinations.disabled_by_receiver()
+        if self.value() == "failing":
+            return destinations.filter(pk__in=selectors.failing_destinations().values("pk"))
         return queryset
 
 
@@ -349,7 +367,7 @@ class DestinationAdmin(admin.ModelAdmin):
         "topic_ref",
         "shown_url",
         "state",
-        "disabled_reason",
+        "disabled_reason_shown",
         "stream_count",
         "backlog",
         "undeliverable",
@@ -464,7 +482,11 @@ class DestinationAdmin(admin.ModelAdmin):
 
     @admin.display(description="URL", ordering="url")
     def shown_url(self, destination: Destination) -> str:
-        return Truncator(services.shown_url(destination.url)).chars(80)
+        return _clipped(services.shown_url(destination.url))
+
+    @admin.display(description="disabled reason", ordering="disabled_reason")
+    def disabled_reason_shown(self, destination: Destination) -> str:
+        return _clipped(destination.disabled_reason, narrow=True)
 
     @admin.display(description="state", ordering="active")
     def state(self, destination: Destination) -> str:
@@ -725,7 +747,7 @@ class DeliveryStreamAdmin(ReadOnly, StreamColumns, admin.ModelAdmin):
 
     @admin.display(description="last error")
     def last_error_excerpt(self, stream: DeliveryStream) -> str:
-        return Truncator(stream.last_error).chars(80)
+        return _clipped(stream.last_error)
 
 
 @admin.register(DeliveryAttempt)
@@ -765,13 +787,14 @@ class DeliveryAttemptAdmin(DeliveryRecordAdmin):
 
     @admin.display(description="error")
     def error_excerpt(self, attempt: DeliveryAttempt) -> str:
-        return Truncator(attempt.error).chars(80)
+        return _clipped(attempt.error)
 
 
 @admin.register(UndeliverableEvent)
 class UndeliverableEventAdmin(DeliveryRecordAdmin):
     list_display = ("destination", "topic", "offset", "attempts", "last_error_excerpt", "created_at", "redelivered_at")
-    list_filter = (DestinationFilter, RedeliveredFilter)
+    # The time filter also takes the dashboard's links to the events recorded undeliverable in a minute.
+    list_filter = (DestinationFilter, RedeliveredFilter, ("created_at", AttemptTimeFilter))
     actions = ["redeliver"]
     fields = ("destination", "topic", "event_id", "offset", "attempts", "last_error", "created_at", "redelivered_at")
     readonly_fields = fields
@@ -781,7 +804,7 @@ class UndeliverableEventAdmin(DeliveryRecordAdmin):
 
     @admin.display(description="last error")
     def last_error_excerpt(self, undeliverable: UndeliverableEvent) -> str:
-        return Truncator(undeliverable.last_error).chars(80)
+        return _clipped(undeliverable.last_error)
 
     @admin.action(description="Redeliver selected events", permissions=["redeliver"])
     def redeliver(self, request: HttpRequest, queryset: QuerySet[UndeliverableEvent]) -> None:

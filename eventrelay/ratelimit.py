@@ -24,6 +24,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from eventrelay import metrics
 from eventrelay.errors import RateLimited
 from eventrelay.loops import PerLoop
 
@@ -126,6 +127,7 @@ def check(action: str, who: str, cost: int = 1) -> None:
         _fail_open(error)
         return
     if not allowed:
+        metrics.RATE_LIMITED.labels(action).inc()
         raise _refusal(limit, who, cost, int(retry_after_ms))
 
 
@@ -152,6 +154,7 @@ async def acheck(action: str, who: str, cost: int = 1) -> None:
         _fail_open(error)
         return
     if not allowed:
+        metrics.RATE_LIMITED.labels(action).inc()
         raise _refusal(limit, who, cost, int(retry_after_ms))
 
 

@@ -44,6 +44,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every line logged for a request (and every task it queues) carries its id.
+    "eventrelay.request_ids.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and the API docs' static files from the web process itself (no separate
     # web server to set up); straight from the apps' static folders, so no collectstatic step.
@@ -119,15 +121,38 @@ STATIC_URL = "static/"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
+# Logs (docs/operations.md "Logs"): a client's mistake (a 4xx, a refused token, an invalid frame) is one INFO line
+# without a traceback, a fault of ours is ERROR with its traceback; every line carries the request id of the work it
+# belongs to. ER_LOG_FORMAT=json writes one JSON object per line; ER_ACCESS_LOG=1 adds the web process's line per
+# request (off by default: the lines that matter are logged anyway, and a 200 needs no operator's attention).
+ER_LOG_FORMAT = env_str("ER_LOG_FORMAT", "plain")
+if ER_LOG_FORMAT not in ("plain", "json"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"ER_LOG_FORMAT must be plain or json, got {ER_LOG_FORMAT!r}")
+ER_ACCESS_LOG = env_bool("ER_ACCESS_LOG", False)
+LOGGING_CONFIG = "eventrelay.logs.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"client_errors_at_debug": {"()": "eventrelay.logfilters.ClientErrorsAtDebug"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"()": "eventrelay.logs.PlainFormatter"},
+        "json": {"()": "eventrelay.logs.JsonFormatter"},
+    },
+    "filters": {
+        "request_id": {"()": "eventrelay.logs.RequestIdFilter"},
+        "client_errors_at_info": {"()": "eventrelay.logfilters.ClientErrorsAtInfo"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": ER_LOG_FORMAT,
+            "filters": ["request_id", "client_errors_at_info"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("ER_LOG_LEVEL", "INFO")},
-    # A client's mistake (4xx) is not a warning; our bugs (5xx) stay at ERROR with their traceback.
-    "loggers": {"django.request": {"filters": ["client_errors_at_debug"]}},
+    # eventrelay.webserver's access log: one INFO line per HTTP request and WebSocket connection when asked for.
+    "loggers": {"eventrelay.access": {"level": "INFO" if ER_ACCESS_LOG else "WARNING"}},
 }
 
 # --- EventRelay -----------------------------------------------------------------------------------
@@ -141,6 +166,14 @@ ER_JWT_SECRET_MIN_LENGTH = 32
 ER_BIND_HOST = env_str("ER_BIND_HOST", "127.0.0.1")
 ER_HTTP_PORT = env_int("ER_HTTP_PORT", 9000)
 ER_GRPC_PORT = env_int("ER_GRPC_PORT", 50051)
+
+# Prometheus metrics (eventrelay.metrics, docs/operations.md): web serves /metrics on ER_HTTP_PORT, the other
+# processes on a port of their own, bound to ER_BIND_HOST (0: none). Open from loopback; from anywhere else it
+# takes an admin token or this token.
+ER_GRPC_METRICS_PORT = env_int("ER_GRPC_METRICS_PORT", 9101)
+ER_WORKER_METRICS_PORT = env_int("ER_WORKER_METRICS_PORT", 9102)
+ER_BEAT_METRICS_PORT = env_int("ER_BEAT_METRICS_PORT", 9103)
+ER_METRICS_TOKEN = env_str("ER_METRICS_TOKEN")
 
 # Publish limits (docs/api.md "Events"): a batch is validated as a whole against these before any write.
 ER_MAX_BATCH_EVENTS = env_int("ER_MAX_BATCH_EVENTS", 1000)

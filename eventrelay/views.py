@@ -1,4 +1,4 @@
-"""The live viewer page, and process health endpoints for load balancers and ``make run``."""
+"""The live viewer page, process health endpoints for load balancers and ``make run``, and ``/metrics``."""
 
 import redis
 from django.conf import settings
@@ -6,6 +6,8 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
+
+from eventrelay import metrics as prometheus
 
 
 @require_safe
@@ -42,3 +44,18 @@ def readyz(request: HttpRequest) -> JsonResponse:
     if problems:
         return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
     return JsonResponse({"status": "ok", "postgresql": "ok", "redis": "ok"})
+
+
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics of this process, and the figures read from the database (``eventrelay.metrics``). Open
+    from loopback; from anywhere else it takes an admin token or ``ER_METRICS_TOKEN``."""
+    refused = prometheus.access_refused(request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization"))
+    if refused is not None:
+        status, reason = refused
+        response = HttpResponse(f"{reason}\n", status=status, content_type="text/plain; charset=utf-8")
+        if status == 401:
+            response["WWW-Authenticate"] = "Bearer"
+        return response
+    body, content_type = prometheus.render(request.headers.get("Accept"), with_database=True)
+    return HttpResponse(body, content_type=content_type)

@@ -35,6 +35,7 @@ from typing import Any
 import daphne.http_protocol
 import daphne.ws_protocol
 from autobahn.twisted.websocket import WebSocketServerFactory
+from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
 from twisted.internet import abstract, reactor, tcp
 from twisted.internet.threads import blockingCallFromThread
@@ -44,6 +45,7 @@ from eventrelay.db import close_connections_after_each_request
 from eventrelay.gc_tuning import tune_gc_for_serving
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("eventrelay.access")
 
 #: The key of the probe in a WebSocket scope's ``extensions``.
 TRANSPORT_BACKLOG = "eventrelay.transport_backlog"
@@ -353,6 +355,22 @@ def require_server_internals() -> None:
     )
 
 
+class AccessLog(AccessLogGenerator):
+    """daphne's access log (a line per HTTP request and per WebSocket step), written through logging rather than
+    to stdout, so that it takes the process's format (``ER_LOG_FORMAT``) and is only written when asked for
+    (``ER_ACCESS_LOG``; settings.LOGGING)."""
+
+    def __init__(self) -> None:
+        super().__init__(stream=None)
+
+    def __call__(self, protocol: Any, action: Any, details: Any) -> None:
+        if access_logger.isEnabledFor(logging.INFO):
+            super().__call__(protocol, action, details)
+
+    def write_entry(self, host: Any, date: Any, request: Any, status: Any = None, length: Any = None, **_: Any) -> None:
+        access_logger.info('%s "%s" %s %s', host, request, status or "-", length or "-")
+
+
 class Server(daphne.server.Server):
     """daphne's server, adding the ``eventrelay.transport_backlog`` probe to WebSocket scopes and
     sending their frames without a reactor round trip (:func:`write_now`), with deadlines for slow
@@ -360,6 +378,9 @@ class Server(daphne.server.Server):
 
     def run(self) -> None:
         require_server_internals()
+        action_logger: Any = getattr(self, "action_logger", None)
+        if getattr(action_logger, "stream", None) is sys.stdout:  # (an --access-log file is left as it is)
+            self.action_logger = AccessLog()
         close_connections_after_each_request()
         # daphne makes its factories in run(), and they build their first protocol once the reactor runs.
         reactor.callWhenRunning(self.configure_factories)

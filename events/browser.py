@@ -95,3 +95,9 @@ def events_stored_since(topic: Topic, moment: datetime) -> int:
     """How many events the topic stored since ``moment``: offsets are gapless, so it is a subtraction."""
     first = first_offset_stored_since(topic, moment)
     return 0 if first is None else topic.last_offset - first + 1
+
+
+def count_matching(topic: Topic, filters: BrowserFilters, cap: int) -> int:
+    """How many events match ``filters``, counted on the filters' index up to ``cap`` (``cap`` means "at least
+    that many"): a filtered page says how many it is a page of without counting a long run to its end."""
+    return browse_queryset(topic, filters).order_by().values_list("offset")[:cap].count()

@@ -35,6 +35,11 @@ class StoredEvent(NamedTuple):
     # The stored encoding (events.encoding), when it was stored or just computed; None for old rows. Not
     # part of what the event is: equality, hashing and repr leave it out.
     wire: bytes | None = None
+    # Live events only (events.live): when the publish that stored it was announced (``time.time()`` of the
+    # publishing process), or stored when it was read back rather than notified, for the commit-to-frame latency
+    # (``eventrelay_live_delivery_seconds``). None for an event older than its reader's subscription. Not part of
+    # what the event is either.
+    committed_at: float | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StoredEvent) and self[:_IDENTITY] == other[:_IDENTITY]
@@ -55,8 +60,8 @@ class StoredEvent(NamedTuple):
         return f"{self.topic_name}:{self.topic_id}" if self.topic_id else self.topic_name
 
 
-# How many leading fields make an event what it is (all but ``wire``).
-_IDENTITY = len(StoredEvent._fields) - 1
+# How many leading fields make an event what it is (all but ``wire`` and ``committed_at``).
+_IDENTITY = StoredEvent._fields.index("wire")
 
 
 def format_timestamp(moment: datetime) -> str:

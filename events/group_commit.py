@@ -11,8 +11,10 @@ process and per event loop; nothing relies on two requests reaching the same pro
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
+from eventrelay import metrics
 from eventrelay.db import run_sync
 from eventrelay.loops import PerLoop
 from events import live
@@ -47,8 +49,20 @@ def _store_and_signal(topic_name: str, batches: list[Batch]) -> Stored:
     database, from this thread rather than the event loop."""
     stored = store_batches(topic_name, batches)
     if stored.new_events:
+        _count_published(topic_name, batches, stored.new_events)
         send_committed(topic_name, stored.new_events)
     return stored
+
+
+def _count_published(topic_name: str, batches: list[Batch], new_events: list[StoredEvent]) -> None:
+    """Count a committed group by source: once for the whole group when its batches share one (the usual case: a
+    process's async publishes come from one transport), else per source."""
+    sources = {batch.source for batch in batches}
+    if len(sources) == 1:
+        metrics.count_published(topic_name, sources.pop(), len(new_events))
+        return
+    for source, count in Counter(event.source for event in new_events).items():
+        metrics.count_published(topic_name, source, count)
 
 
 @dataclass

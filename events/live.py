@@ -25,6 +25,7 @@ The hub knows nothing about gRPC or WebSocket: transports iterate a subscription
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -43,6 +44,7 @@ from eventrelay.loops import PerLoop
 from eventrelay.refs import TopicRef
 from events.canonical import StoredEvent
 from events.storage import read_events
+from topics import tables
 from topics.models import Topic
 from topics.signals import topic_deleted
 
@@ -65,6 +67,9 @@ def notification_for(topic_name: str, events: list[StoredEvent]) -> dict[str, An
         "topic": topic_name,
         "first": events[0].offset,
         "last": events[-1].offset,
+        # For the commit-to-frame latency of the subscribers' transports (eventrelay.metrics): sent right after
+        # the commit, so its time stands for the commit's.
+        "committedAt": time.time(),
     }
     size = sum(len(event.data_json) + len(event.context_json) for event in events)
     if size <= settings.ER_LIVE_INLINE_BYTES:
@@ -115,7 +120,7 @@ def _encode(event: StoredEvent) -> list[Any]:
     ]
 
 
-def _decode(topic_name: str, item: list[Any]) -> StoredEvent:
+def _decode(topic_name: str, item: list[Any], committed_at: float | None) -> StoredEvent:
     offset, event_id, name, topic_id, source, user_id, occurred_at, context_json, data_json = item
     return StoredEvent(
         offset=offset,
@@ -128,6 +133,7 @@ def _decode(topic_name: str, item: list[Any]) -> StoredEvent:
         event_occurred_at=datetime.fromisoformat(occurred_at),
         context_json=context_json,
         data_json=data_json,
+        committed_at=committed_at,
     )
 
 
@@ -350,24 +356,38 @@ class TopicFeed:
         first, last = message["first"], message["last"]
         if last <= self.cursor:
             return  # everything in it was already dispatched
+        committed_at = message.get("committedAt")
         if first <= self.cursor + 1 and "events" in message:
-            self._dispatch([_decode(self.topic_name, item) for item in message["events"]])
+            self._dispatch([_decode(self.topic_name, item, committed_at) for item in message["events"]])
         else:
-            await self._catch_up(until=last)
+            await self._catch_up(until=last, announced=(first, committed_at))
 
     async def _check_head(self) -> None:
         topic_pk, last_offset = await run_sync(_topic_head, self.topic_name)
         if topic_pk != self._topic_pk or last_offset < self.cursor:
             raise NotFound(f"topic '{self.topic_name}' was deleted", field="topic")
         if last_offset > self.cursor:
-            await self._catch_up(until=last_offset)
+            # Events no notification brought (lost, or not here yet): timed from when they were stored.
+            await self._catch_up(until=last_offset, announced=None)
 
-    async def _catch_up(self, until: int) -> None:
-        """Read from PostgreSQL every event after the cursor up to ``until`` (all committed)."""
+    async def _catch_up(self, until: int, announced: tuple[int, float | None] | None) -> None:
+        """Read from PostgreSQL every event after the cursor up to ``until`` (all committed), with their commit
+        times (for ``eventrelay_live_delivery_seconds``): ``announced`` is the first offset of the notification
+        that asked for it (its last is ``until``) and its time, which its events carry on; without one (the tick
+        found them) they are read with the events, from when each was stored."""
         while self.cursor < until:
-            events = await run_sync(read_events, self.ref, after=self.cursor, limit=READ_PAGE)
+            if announced is None:
+                events = await run_sync(read_page, self.ref, after=self.cursor, live_after=self.cursor)
+            else:
+                events = await run_sync(read_events, self.ref, after=self.cursor, limit=READ_PAGE)
             if not events:
                 return
+            if announced is not None and announced[1] is not None:
+                first, committed_at = announced
+                events = [
+                    event._replace(committed_at=committed_at) if first <= event.offset <= until else event
+                    for event in events
+                ]
             self._dispatch(events)
 
     def _dispatch(self, events: list[StoredEvent]) -> None:
@@ -381,6 +401,20 @@ class TopicFeed:
             self.cursor = event.offset
             for subscription in list(self.subscriptions):
                 subscription.offer(event)
+
+
+def read_page(ref: TopicRef, *, after: int, live_after: int | None) -> list[StoredEvent]:
+    """A page of stored events after ``after``. Those after ``live_after`` were committed once their reader was
+    following the topic, so they are live although read back: they carry when they were stored as their commit
+    time (``eventrelay_live_delivery_seconds``), read in one more range scan."""
+    events = read_events(ref, after=after, limit=READ_PAGE)
+    if live_after is None or not events or events[-1].offset <= live_after:
+        return events
+    stored = tables.stored_times(ref.name, after=max(after, live_after), up_to=events[-1].offset)
+    return [
+        event._replace(committed_at=stored.get(event.offset)) if event.offset > live_after else event
+        for event in events
+    ]
 
 
 def _topic_head(topic_name: str) -> tuple[int, int]:
@@ -454,13 +488,16 @@ def get_hub() -> LiveHub:
 
 
 @asynccontextmanager
-async def subscribe(ref: TopicRef, from_offset: int | None = None) -> AsyncIterator[AsyncIterator[StoredEvent]]:
+async def subscribe(
+    ref: TopicRef, from_offset: int | None = None, *, live_after: int | None = None
+) -> AsyncIterator[AsyncIterator[StoredEvent]]:
     """Live events of ``ref`` (authorization already checked by the caller).
 
     Without ``from_offset``: events committed from now on. With it: stored events from that offset,
     then live ones, each offset exactly once and in order. Iteration raises ``SlowConsumer`` when
     the subscriber falls too far behind, ``NotFound`` when the topic is deleted and
-    ``Unavailable`` when the server shuts down.
+    ``Unavailable`` when the server shuts down. ``live_after``: the topic's last offset when the reader
+    subscribed; the events after it carry a commit time even when they are replayed (:func:`read_page`).
     """
     hub = get_hub()
     subscription: Subscription | None = None
@@ -473,7 +510,7 @@ async def subscribe(ref: TopicRef, from_offset: int | None = None) -> AsyncItera
             after = max(from_offset, 1) - 1
             # Catch up from the table without buffering live events, while far behind.
             while True:
-                page = await run_sync(read_events, ref, after=after, limit=READ_PAGE)
+                page = await run_sync(read_page, ref, after=after, live_after=live_after)
                 for event in page:
                     yield event
                     after = event.offset
@@ -483,7 +520,7 @@ async def subscribe(ref: TopicRef, from_offset: int | None = None) -> AsyncItera
             subscription = await hub.attach(ref)
             subscription.delivered_through = after
             while after < subscription.live_from:
-                page = await run_sync(read_events, ref, after=after, limit=READ_PAGE)
+                page = await run_sync(read_page, ref, after=after, live_after=live_after)
                 replay = [event for event in page if event.offset <= subscription.live_from]
                 for event in replay:
                     yield event

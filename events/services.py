@@ -21,7 +21,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 
-from eventrelay import ratelimit
+from eventrelay import metrics, ratelimit
 from eventrelay.auth import Principal, require_read, require_write
 from eventrelay.db import run_sync
 from eventrelay.errors import EventRelayError, InvalidInput
@@ -64,15 +64,16 @@ def publish(
     event (with its original offset) is returned in their place. ``validator`` turns one item of
     ``raw_events`` into a ``NewEvent`` (default: canonical JSON dicts; gRPC passes one for its messages).
     """
-    ref = _publish_preamble(principal, topic_ref, source)
-    ratelimit.check("publish", principal.rate_limit_key, cost=_cost(raw_events))
-    stored = store_batches(ref.name, [Batch(ref, EventsToValidate(raw_events, validator), source)])
-    [result] = stored.results
-    if isinstance(result, EventRelayError):
-        raise result
-    if stored.new_events:
-        transaction.on_commit(lambda: _announce(ref.name, stored.new_events))
-    return result
+    with metrics.PUBLISH_DURATION.labels(source).time():
+        ref = _publish_preamble(principal, topic_ref, source)
+        ratelimit.check("publish", principal.rate_limit_key, cost=_cost(raw_events))
+        stored = store_batches(ref.name, [Batch(ref, EventsToValidate(raw_events, validator), source)])
+        [result] = stored.results
+        if isinstance(result, EventRelayError):
+            raise result
+        if stored.new_events:
+            transaction.on_commit(lambda: _announce(ref.name, stored.new_events))
+        return result
 
 
 async def apublish(
@@ -85,9 +86,10 @@ async def apublish(
     """:func:`publish` for the async transports: the same checks, and the batch shares one transaction with
     the publishes to the same topic that arrive meanwhile (``events.group_commit``). Its events are validated
     in that transaction's thread as they are written; an invalid one refuses this caller's batch alone."""
-    ref = _publish_preamble(principal, topic_ref, source)
-    await ratelimit.acheck("publish", principal.rate_limit_key, cost=_cost(raw_events))
-    return await group_commit.submit(Batch(ref, EventsToValidate(raw_events, validator), source))
+    with metrics.PUBLISH_DURATION.labels(source).time():
+        ref = _publish_preamble(principal, topic_ref, source)
+        await ratelimit.acheck("publish", principal.rate_limit_key, cost=_cost(raw_events))
+        return await group_commit.submit(Batch(ref, EventsToValidate(raw_events, validator), source))
 
 
 def _publish_preamble(principal: Principal, topic_ref: object, source: str) -> TopicRef:
@@ -106,6 +108,7 @@ def _cost(raw_events: Any) -> int:
 
 def _announce(topic_name: str, events: list[StoredEvent]) -> None:
     """After a commit, from the thread that committed (``events.group_commit`` does the same from its loop)."""
+    metrics.count_published(topic_name, events[0].source, len(events))  # (one batch: one source)
     async_to_sync(live.announce)(topic_name, events)
     send_committed(topic_name, events)
 
@@ -182,7 +185,8 @@ class Subscription:
     def events(self) -> AbstractAsyncContextManager[AsyncIterator[StoredEvent]]:
         """Stored events from ``start``, then live ones. Iteration raises ``SlowConsumer`` when the reader falls
         too far behind, ``NotFound`` when the topic is deleted and ``Unavailable`` when the server shuts down."""
-        return live.subscribe(self.ref, self.start)
+        # Events committed after ``head`` are live for this subscriber, even those replayed while it attaches.
+        return live.subscribe(self.ref, self.start, live_after=self.head)
 
 
 async def subscribe(

@@ -10,6 +10,7 @@ import grpc
 from eventrelay import ratelimit
 from eventrelay.auth import Principal, authenticate, token_from_authorization
 from eventrelay.errors import DEPENDENCY_ERRORS, EventRelayError, RateLimited, Unauthenticated, dependency_outage
+from eventrelay.logs import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +51,19 @@ async def principal_of(context: grpc.aio.ServicerContext) -> Principal:
     return principal
 
 
+# Service errors that are the caller's doing: one INFO line each (an outage is logged where it is met, at WARNING).
+CLIENT_ERROR_CODES = frozenset(STATUS_BY_ERROR_CODE) - {"unavailable", "error"}
+
+
 async def abort_with(context: grpc.aio.ServicerContext, error: EventRelayError) -> None:
     code = STATUS_BY_ERROR_CODE.get(error.code, grpc.StatusCode.UNKNOWN)
     message = error.message if error.code != "slow_consumer" else f"slow_consumer: {error.message}"
+    if error.code in CLIENT_ERROR_CODES:
+        logger.info("answered %s to %s: %s", code.name, client_ip(context), message)
     if isinstance(error, RateLimited):
-        context.set_trailing_metadata((("retry-after-ms", str(error.retry_after_ms)),))
+        # Added to what is set already (grpc_api.request_ids puts the call's x-request-id there).
+        trailing = tuple(context.trailing_metadata() or ())
+        context.set_trailing_metadata((*trailing, ("retry-after-ms", str(error.retry_after_ms))))
     await context.abort(code, message)
 
 
@@ -63,6 +72,13 @@ async def abort_unavailable(context: grpc.aio.ServicerContext, error: Exception)
     unavailable = dependency_outage(error)
     logger.warning("answered UNAVAILABLE: %s (%s: %s)", unavailable.message, type(error).__name__, error)
     await abort_with(context, unavailable)
+
+
+async def abort_internal(context: grpc.aio.ServicerContext, where: str) -> None:
+    """A bug of ours (called from an ``except Exception``): logged once, with its traceback; the client gets
+    ``UNKNOWN`` and the request id to quote, never our exception's text (grpc.aio's default answer carries it)."""
+    logger.exception("%s failed", where)
+    await context.abort(grpc.StatusCode.UNKNOWN, f"internal error (request id {current_request_id()})")
 
 
 def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -78,5 +94,7 @@ def rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             await abort_with(context, error)
         except DEPENDENCY_ERRORS as error:
             await abort_unavailable(context, error)
+        except Exception:  # noqa: BLE001  # a bug of ours: abort_internal logs it with its traceback
+            await abort_internal(context, method.__qualname__)
 
     return unary

@@ -10,11 +10,13 @@ from django.conf import settings
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from eventrelay import metrics
 from eventrelay.gc_tuning import tune_gc_for_serving
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import live
 from grpc_api.consumers import ConsumersServicer
+from grpc_api.request_ids import RequestIdInterceptor
 from grpc_api.servicers import EventsServicer, TopicsServicer
 
 logger = logging.getLogger(__name__)
@@ -60,12 +62,14 @@ def build_server() -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     # Room for a maximal publish request (ER_MAX_REQUEST_BYTES of payload) plus its framing.
     max_message = settings.ER_MAX_REQUEST_BYTES + 4 * 1024 * 1024
     server = grpc.aio.server(
+        # Every call's log lines and queued tasks carry its request id (eventrelay.logs).
+        interceptors=[RequestIdInterceptor()],
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
             # A connection that never completes its HTTP/2 handshake is closed rather than held.
             ("grpc.server_handshake_timeout_ms", settings.ER_GRPC_HANDSHAKE_TIMEOUT_S * 1000),
-        ]
+        ],
     )
     pb_grpc.add_TopicsServicer_to_server(TopicsServicer(), server)
     server.add_generic_rpc_handlers((events_handler(EventsServicer()),))
@@ -88,6 +92,8 @@ async def serve(host: str, port: int) -> None:
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     tune_gc_for_serving(rarer_full_collections=False)
+    # /metrics of this process (eventrelay.metrics) on a port of its own: gRPC speaks no plain HTTP.
+    metrics.start_server(settings.ER_GRPC_METRICS_PORT, settings.ER_BIND_HOST, "grpc", "ER_GRPC_METRICS_PORT")
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -4,17 +4,23 @@ from typing import Any
 
 import grpc
 
+from eventrelay import metrics
 from eventrelay.db import run_sync
-from eventrelay.errors import DEPENDENCY_ERRORS, EventRelayError
+from eventrelay.errors import DEPENDENCY_ERRORS, EventRelayError, SlowConsumer
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events.services import apublish, pull_encoded, subscribe
 from grpc_api.convert import topic_message, validate_message
-from grpc_api.handlers import abort_unavailable, abort_with, principal_of, rpc
+from grpc_api.handlers import abort_internal, abort_unavailable, abort_with, principal_of, rpc
 from grpc_api.wire import event_bytes, events_response, pull_response
 from topics.services import create_topic_as, delete_topic_as, list_topics_as, update_topic_as
 
 Context = grpc.aio.ServicerContext
+
+# This transport's children of the live metrics (eventrelay.metrics), bound once.
+SUBSCRIBERS = metrics.LIVE_SUBSCRIBERS.labels("grpc")
+SLOW_CONSUMERS = metrics.SLOW_CONSUMERS.labels("grpc")
+observe_delivery = metrics.LIVE_DELIVERY.labels("grpc").observe
 
 
 class TopicsServicer(pb_grpc.TopicsServicer):
@@ -65,12 +71,19 @@ class EventsServicer(pb_grpc.EventsServicer):
         try:
             from_offset = request.from_offset if request.HasField("from_offset") else None
             subscription = await subscribe(await principal_of(context), request.topic, from_offset, field="from_offset")
-            async with subscription.events() as events:
-                async for event in events:
-                    # Serialized: see grpc_api.server.events_handler. Every stream of the event in
-                    # this process sends the same bytes, encoded once.
-                    yield event_bytes(event)
+            with SUBSCRIBERS.track_inprogress():
+                async with subscription.events() as events:
+                    async for event in events:
+                        # Serialized: see grpc_api.server.events_handler. Every stream of the event in
+                        # this process sends the same bytes, encoded once.
+                        yield event_bytes(event)
+                        # grpc.aio asks for the next message once this one is written.
+                        metrics.observe_live_delivery(observe_delivery, event.committed_at)
         except EventRelayError as error:
+            if isinstance(error, SlowConsumer):
+                SLOW_CONSUMERS.inc()
             await abort_with(context, error)
         except DEPENDENCY_ERRORS as error:
             await abort_unavailable(context, error)
+        except Exception:  # noqa: BLE001  # a bug of ours: abort_internal logs it with its traceback
+            await abort_internal(context, "StreamEvents")

@@ -22,6 +22,9 @@ COMMON_ENV = {
     "ER_CELERY_QUEUE": TEST_QUEUE,
     "ER_WEBHOOK_ALLOW_PRIVATE": "1",
     "ER_LIVE_TICK_MS": "200",
+    # No metrics port unless a test asks for one on a free port: several runs (and a developer's own processes)
+    # share the machine, and the default ports are fixed.
+    **{f"ER_{kind}_METRICS_PORT": "0" for kind in ("GRPC", "WORKER", "BEAT")},
     **NO_RATE_LIMITS,
 }
 

@@ -1,6 +1,6 @@
 """What the processes log is for an operator: our bugs (5xx) with their traceback; a client's mistakes at INFO at
-most (``django.request``'s 4xx lines at DEBUG: the web process's access log has every request with its status
-already); and no asyncio noise when a client cancels a stream it just opened.
+most (``django.request``'s 4xx lines lowered from WARNING to INFO, without a traceback); and no asyncio noise when a
+client cancels a stream it just opened. (tests/test_logs.py: one line each, JSON, request ids.)
 """
 
 import asyncio
@@ -21,6 +21,7 @@ from django.test import Client
 
 from eventrelay.auth import Principal, mint_token
 from eventrelay.db import run_sync
+from eventrelay.logfilters import ClientErrorsAtInfo
 from eventrelay.refs import TopicRef
 from events import live
 from events.services import publish
@@ -86,11 +87,12 @@ def test_a_batch_of_client_errors_leaves_no_warning_in_the_web_process_log(quiet
 
     assert answers == [401, 401, 403, 404, 404, 404, 405, 400, 400, 201, 409, 413, 204]
     assert frame["type"] == "error" and last == 404
-    # The last request's access line is in the log: everything logged before it is there too.
-    last_line = '"GET /api/v1/the-last-request-of-the-batch" 404'
-    wait_until(lambda: last_line in quiet_web_server.log(), WAIT, "the access line of the last request")
+    # The last request's line is in the log: everything logged before it is there too.
+    last_line = "Not Found: /api/v1/the-last-request-of-the-batch"
+    wait_until(lambda: last_line in quiet_web_server.log(), WAIT, "the line of the last request")
     log = quiet_web_server.log()
-    assert log.count('"POST /api/v1/topics" 409') == 1, log  # each client error is in the access log
+    assert log.count("INFO django.request [") == 12, log  # each client error is one INFO line
+    assert log.count("Conflict: /api/v1/topics") == 1, log
     assert loud_lines(log) == [], log
     assert "Traceback" not in log
 
@@ -110,15 +112,19 @@ def test_a_server_error_is_still_logged_at_error_with_its_traceback(monkeypatch,
     assert server_error.levelno == logging.ERROR and server_error.name == "django.request"
     assert server_error.exc_info and server_error.exc_info[0] is RuntimeError
     [client_error] = [record for record in caplog.records if getattr(record, "status_code", None) == 401]
-    assert client_error.levelno == logging.DEBUG
+    # The console handler's filter (settings.LOGGING) lowers it; the 500 it leaves as it is.
+    assert ClientErrorsAtInfo().filter(client_error) and ClientErrorsAtInfo().filter(server_error)
+    assert client_error.levelno == logging.INFO and server_error.levelno == logging.ERROR
 
 
-def test_client_errors_are_dropped_from_the_log_at_its_usual_level(caplog, db):
+def test_a_client_error_is_one_info_line_without_its_traceback_at_the_usual_level(caplog, db):
     with caplog.at_level(logging.INFO):
         response = Client().get("/api/v1/topics")
 
     assert response.status_code == 401
-    assert [record for record in caplog.records if record.name == "django.request"] == []
+    [line] = [record for record in caplog.records if record.name == "django.request"]
+    assert ClientErrorsAtInfo().filter(line)
+    assert (line.levelno, line.exc_info, line.getMessage()) == (logging.INFO, None, "Unauthorized: /api/v1/topics")
 
 
 # --- Streams cancelled right after they were opened -----------------------------------------------

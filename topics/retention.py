@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from eventrelay import metrics
 from topics.models import RetentionState, Topic
 from topics.signals import events_expiring
 from topics.tables import quoted_table
@@ -68,6 +69,7 @@ def sweep_topic(name: str, *, batch: int | None = None) -> SweepResult:
         if step is None:
             break
         deleted += step
+        metrics.RETENTION_DELETED.labels(name).inc(step)
     with transaction.atomic():
         state = RetentionState.objects.select_for_update().get(topic=topic)
         state.last_sweep_at = started

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -231,3 +232,87 @@ def table_size_bytes(topic_name: str) -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_total_relation_size(%s::regclass)", [quoted_table(topic_name)])
         return int(cursor.fetchone()[0])
+
+
+def first_offsets_stored_query(topic_names: list[str], moments: list[Any]) -> tuple[str, list[Any]]:
+    """One statement answering, for every topic of ``topic_names`` and every moment of ``moments``, the first
+    offset stored at or after that moment: rows ``(topic position, moment position, offset or NULL)``. Each
+    answer is one probe of the table's ``stored_at`` index (``ORDER BY stored_at LIMIT 1``), so the cost is the
+    number of probes, not the number of events the topics stored. Tests EXPLAIN exactly this."""
+    branches = []
+    params: list[Any] = []
+    for position, name in enumerate(topic_names):
+        branches.append(
+            f'SELECT %s::int, m.position, (SELECT "offset" FROM {quoted_table(name)} '
+            "WHERE stored_at >= m.at ORDER BY stored_at LIMIT 1) "
+            "FROM unnest(%s::timestamptz[]) WITH ORDINALITY AS m(at, position)"
+        )
+        params += [position, list(moments)]
+    return " UNION ALL ".join(branches), params
+
+
+def first_offsets_stored_since(topic_names: list[str], moments: list[Any]) -> dict[str, list[int | None]]:
+    """For each topic, the first offset stored at or after each of ``moments`` (None: nothing stored since), in
+    the order of ``moments``: one statement for all of them (:func:`first_offsets_stored_query`)."""
+    if not topic_names or not moments:
+        return {name: [None] * len(moments) for name in topic_names}
+    found: dict[str, list[int | None]] = {name: [None] * len(moments) for name in topic_names}
+    sql, params = first_offsets_stored_query(topic_names, moments)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for position, moment_position, offset in cursor.fetchall():
+            found[topic_names[position]][moment_position - 1] = offset
+    return found
+
+
+def first_stored_after_query(probes: list[tuple[str, str | None, int]]) -> tuple[str, list[Any]]:
+    """The statement of :func:`first_stored_after`: rows ``(probe position, stored_at or NULL)``, a ``UNION ALL``
+    branch per topic (and per kind of probe), each answer one probe of the ``(topic_id, offset)`` index or of the
+    primary key. Tests EXPLAIN exactly this. Empty when there are no probes."""
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for position, (name, topic_id, _after) in enumerate(probes):
+        groups.setdefault((name, topic_id is None), []).append(position)
+    branches: list[str] = []
+    params: list[Any] = []
+    for (name, any_id), positions in groups.items():
+        first = f'SELECT e.stored_at FROM {quoted_table(name)} e WHERE e."offset" > c.after'
+        if any_id:
+            branches.append(
+                f'SELECT c.position, ({first} ORDER BY e."offset" LIMIT 1) '
+                "FROM unnest(%s::int[], %s::bigint[]) AS c(position, after)"
+            )
+            params += [positions, [probes[p][2] for p in positions]]
+        else:
+            branches.append(
+                f'SELECT c.position, ({first} AND e.topic_id = c.topic_id ORDER BY e."offset" LIMIT 1) '
+                "FROM unnest(%s::int[], %s::text[], %s::bigint[]) AS c(position, topic_id, after)"
+            )
+            params += [positions, [probes[p][1] for p in positions], [probes[p][2] for p in positions]]
+    return " UNION ALL ".join(branches), params
+
+
+def first_stored_after(probes: list[tuple[str, str | None, int]]) -> list[datetime | None]:
+    """For each ``(topic_name, topic_id, after)`` probe, when the first event after offset ``after`` (of that topic
+    id; of any with None) was stored, None when there is none: in the order of ``probes``, in one statement for
+    every topic (:func:`first_stored_after_query`), so its cost is the number of probes, not of topics or events."""
+    found: list[datetime | None] = [None] * len(probes)
+    if not probes:
+        return found
+    sql, params = first_stored_after_query(probes)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for position, stored_at in cursor.fetchall():
+            found[position] = stored_at
+    return found
+
+
+def stored_times(topic_name: str, *, after: int, up_to: int) -> dict[int, float]:
+    """When each event with an offset in ``(after, up_to]`` was stored (seconds since the epoch), by offset: one
+    range scan of the primary key."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT "offset", extract(epoch FROM stored_at)::float8 FROM {quoted_table(topic_name)} '
+            'WHERE "offset" > %s AND "offset" <= %s',
+            [after, up_to],
+        )
+        return dict(cursor.fetchall())

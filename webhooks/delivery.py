@@ -27,7 +27,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from eventrelay import ratelimit
+from eventrelay import metrics, ratelimit
 from eventrelay.db import release_connection
 from eventrelay.errors import NotFound
 from events.canonical import StoredEvent, canonical_json
@@ -344,6 +344,7 @@ def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, eve
         release(stream.pk, owner, next_attempt_at=timezone.now() + timedelta(seconds=held))
         return "throttled"
     outcome = post_event(destination, event)
+    metrics.WEBHOOK_DELIVERY_DURATION.observe(outcome.duration_ms / 1000)
     attempt = DeliveryAttempt(
         stream=stream,
         event_id=event.event_id,
@@ -356,20 +357,24 @@ def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, eve
         duration_ms=outcome.duration_ms,
     )
     if outcome.ok:
+        metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
         if destination.failing_since is not None:
             Destination.objects.filter(pk=destination.pk).update(failing_since=None)
             destination.failing_since = None
         return "delivered" if _record_delivery(stream, owner, attempt) else "lease lost"
     attempt.save()
+    attempts = stream.attempts + 1
     if _disable_if_failing_too_long(destination, outcome.error):
-        release(stream.pk, owner, attempts=stream.attempts + 1, last_error=outcome.error)
+        metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+        release(stream.pk, owner, attempts=attempts, last_error=outcome.error)
         return "disabled"
     if outcome.gone:
+        metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
         _disable_gone(destination, event.offset)
-        release(stream.pk, owner, attempts=stream.attempts + 1, last_error=outcome.error)
+        release(stream.pk, owner, attempts=attempts, last_error=outcome.error)
         return "disabled"
-    attempts = stream.attempts + 1
     if attempts >= destination.effective_max_attempts:
+        metrics.WEBHOOK_DELIVERIES.labels("undeliverable").inc()
         with transaction.atomic():
             UndeliverableEvent.objects.get_or_create(
                 stream=stream,
@@ -378,6 +383,7 @@ def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, eve
             )
             moved = _advance(stream, owner, event.offset, last_error=outcome.error)
         return "delivered" if moved else "lease lost"
+    metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
     delay = backoff_seconds(destination, attempts, outcome.retry_after_s)
     if outcome.status == 429:
         # The receiver asked the destination to slow down, not this stream alone: every stream of it waits.
@@ -538,6 +544,9 @@ def redeliver_undeliverable(undeliverable_id: int) -> bool:
         stream=stream, event_id=event.event_id, offset=event.offset, attempt=previous + 1
     )
     outcome = post_event(destination, event)
+    metrics.WEBHOOK_DELIVERY_DURATION.observe(outcome.duration_ms / 1000)
+    # A failed redelivery leaves the event undeliverable, as it was.
+    metrics.WEBHOOK_DELIVERIES.labels("delivered" if outcome.ok else "undeliverable").inc()
     attempt.status = DeliveryAttempt.Status.SUCCEEDED if outcome.ok else DeliveryAttempt.Status.FAILED
     attempt.response_status, attempt.response_body = outcome.status, outcome.body
     attempt.error, attempt.duration_ms = outcome.error, outcome.duration_ms

@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import NamedTuple
 
 from django.contrib.admin.models import LogEntry
-from django.db.models import Model
+from django.db.models import Count, F, Model, Q
+from django.db.models.functions import TruncMinute
 
 from topics import tables
 from topics.models import Topic
-from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent
+from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, DestinationQuerySet, UndeliverableEvent
 from webhooks.services import TEST_EVENT_RESULT_PREFIX
 
 # Exact per-stream backlogs are counted on the (topic_id, offset) index up to this many events.
@@ -95,3 +96,81 @@ def test_event_results(destination: Destination, limit: int = TEST_EVENTS_SHOWN)
         change_message__startswith=TEST_EVENT_RESULT_PREFIX,
     ).order_by("-action_time", "-pk")[:limit]
     return [TestEventResult(at=entry.action_time, result=entry.change_message) for entry in entries]
+
+
+# --- The admin dashboard: outcomes over the last hour, backlogs ----------------------------------------------
+
+
+class MinuteOutcome(NamedTuple):
+    minute: datetime
+    outcome: str  # "delivered", "failed" or "undeliverable"
+    events: int
+
+
+# Attempt statuses as the dashboard names outcomes (a pending attempt has no outcome yet).
+OUTCOME_OF_STATUS = {DeliveryAttempt.Status.SUCCEEDED: "delivered", DeliveryAttempt.Status.FAILED: "failed"}
+
+
+def outcomes_per_minute(since: datetime) -> list[MinuteOutcome]:
+    """Delivery outcomes since ``since`` by minute: attempts that succeeded or failed (the ``at`` index), and
+    events recorded undeliverable. Two grouped queries, however many attempts."""
+    attempts = (
+        DeliveryAttempt.objects.filter(at__gte=since, status__in=list(OUTCOME_OF_STATUS))
+        .annotate(minute=TruncMinute("at"))
+        .order_by()
+        .values_list("minute", "status")
+        .annotate(n=Count("pk"))
+    )
+    undeliverable = (
+        UndeliverableEvent.objects.filter(created_at__gte=since)
+        .annotate(minute=TruncMinute("created_at"))
+        .order_by()
+        .values_list("minute")
+        .annotate(n=Count("pk"))
+    )
+    outcomes = [
+        MinuteOutcome(minute, OUTCOME_OF_STATUS[DeliveryAttempt.Status(status)], n) for minute, status, n in attempts
+    ]
+    return outcomes + [MinuteOutcome(minute, "undeliverable", n) for minute, n in undeliverable]
+
+
+def outcomes_per_destination(since: datetime, destination_ids: list[int]) -> dict[int, dict[str, int]]:
+    """For each of ``destination_ids``, how many attempts since ``since`` delivered and failed: one query."""
+    rows = (
+        DeliveryAttempt.objects.filter(
+            at__gte=since, status__in=list(OUTCOME_OF_STATUS), stream__destination__in=destination_ids
+        )
+        .order_by()
+        .values_list("stream__destination", "status")
+        .annotate(n=Count("pk"))
+    )
+    found: dict[int, dict[str, int]] = {pk: {"delivered": 0, "failed": 0} for pk in destination_ids}
+    for destination_id, status, n in rows:
+        found[destination_id][OUTCOME_OF_STATUS[DeliveryAttempt.Status(status)]] = n
+    return found
+
+
+def destinations_by_backlog(limit: int) -> list[Destination]:
+    """The ``limit`` destinations with the largest backlog bound (``with_delivery_stats``), then by name: one
+    query. Destinations whose topic is gone come last."""
+    return list(
+        Destination.objects.with_delivery_stats().order_by(F("backlog_bound").desc(nulls_last=True), "name", "pk")[
+            :limit
+        ]
+    )
+
+
+def failing_destinations() -> DestinationQuerySet:
+    """Destinations disabled by their receiver, and active ones with a stream retrying a failed event."""
+    retrying = Destination.objects.active().filter(streams__attempts__gt=0).values("pk")
+    disabled = Destination.objects.disabled_by_receiver().values("pk")
+    return Destination.objects.filter(Q(pk__in=retrying) | Q(pk__in=disabled))
+
+
+def undeliverable_waiting_count() -> int:
+    """Undeliverable events not yet redelivered."""
+    return UndeliverableEvent.objects.filter(redelivered_at__isnull=True).count()
+
+
+def destination_count() -> int:
+    return Destination.objects.count()

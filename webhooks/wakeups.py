@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
+from eventrelay import logs
 from eventrelay.celery import app
 from webhooks import scheduling
 
@@ -28,8 +29,8 @@ logger = logging.getLogger(__name__)
 class _Sender:
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        # key -> (task name, args)
-        self._pending: OrderedDict[Hashable, tuple[str, tuple]] = OrderedDict()
+        # key -> (task name, args, the request id of the request that asked first: its message is sent for both)
+        self._pending: OrderedDict[Hashable, tuple[str, tuple, str]] = OrderedDict()
         self._sending = 0
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -42,8 +43,8 @@ class _Sender:
         with self._lock:
             self._ensure_thread()
             if key in self._pending:
-                old = self._pending[key][1]
-                self._pending[key] = (task_name, merge(old, args) if merge else args)
+                _, old, rid = self._pending[key]
+                self._pending[key] = (task_name, merge(old, args) if merge else args, rid)
                 return True
             if len(self._pending) >= settings.ER_WEBHOOK_WAKE_QUEUE:
                 self._dropped += 1
@@ -53,7 +54,7 @@ class _Sender:
                         self._dropped,
                     )
                 return False
-            self._pending[key] = (task_name, args)
+            self._pending[key] = (task_name, args, logs.current_request_id())
             self._lock.notify()
             return True
 
@@ -81,10 +82,12 @@ class _Sender:
             with self._lock:
                 while not self._pending:
                     self._lock.wait()
-                _, (task_name, args) = self._pending.popitem(last=False)
+                _, (task_name, args, rid) = self._pending.popitem(last=False)
                 self._sending += 1
             try:
-                self._send(task_name, args)
+                # The task (and the worker's lines for it) carries the id of the request that queued it.
+                with logs.request_id_bound(rid):
+                    self._send(task_name, args)
             except Exception:
                 self._drop_connection()
                 logger.warning("could not queue %s%r; the sweep will pick the work up", task_name, args, exc_info=True)

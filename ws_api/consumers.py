@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from eventrelay import ratelimit
+from eventrelay import logs, metrics, ratelimit
 from eventrelay.auth import Principal, authenticate, token_from_authorization
 from eventrelay.errors import (
     DEPENDENCY_ERRORS,
@@ -47,6 +47,11 @@ REPLY_BACKLOG_FACTOR = 4
 ENDS_A_SUBSCRIPTION: tuple[type[Exception], ...] = (EventRelayError, *DEPENDENCY_ERRORS)
 # Frames a subscription sends in a row before it lets the event loop run other tasks.
 FRAMES_PER_YIELD = 32
+
+# This transport's children of the live metrics (eventrelay.metrics), bound once.
+SUBSCRIBERS = metrics.LIVE_SUBSCRIBERS.labels("websocket")
+SLOW_CONSUMERS = metrics.SLOW_CONSUMERS.labels("websocket")
+observe_delivery = metrics.LIVE_DELIVERY.labels("websocket").observe
 
 
 def error_frame(error: EventRelayError, **extra: Any) -> dict[str, Any]:
@@ -92,6 +97,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         ip = (self.scope.get("client") or ["unknown"])[0]
+        # The connection's id (the handshake's X-Request-Id when sane) holds for everything it logs: channels runs
+        # each connection in an asyncio task of its own, and its subscriptions' tasks copy its context. (daphne
+        # sends no headers of the application's with the handshake's answer, so it is not echoed.)
+        connection_id = logs.accepted_request_id(dict(self.scope.get("headers") or []).get(b"x-request-id"))
+        logs.request_id.set(connection_id)
         try:
             await ratelimit.acheck("connect", ip)  # handshake floods, per client IP
             try:
@@ -128,8 +138,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 )
             await handler(frame)
         except RateLimited as error:
+            logger.info("WebSocket frame refused: %s: %s", error.code, error.message)
             await self._send_json(error_frame(error, ref=ref, retryAfterMs=error.retry_after_ms))
         except EventRelayError as error:
+            # The client's mistake (an invalid frame, a topic it may not read...): one line, no traceback.
+            logger.info("WebSocket frame refused: %s: %s", error.code, error.message)
             await self._send_json(error_frame(error, ref=ref))
         except DEPENDENCY_ERRORS as error:
             # This frame failed, not the connection: its other subscriptions go on.
@@ -196,6 +209,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         topic_json = json.dumps(key)
         last_sent: int | None = None
         unyielded = 0
+        SUBSCRIBERS.inc()
         try:
             async with subscription.events() as events:
                 async for event in events:
@@ -208,6 +222,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
                     await self.send(
                         text_data=f'{{"type":"event","topic":{topic_json},"event":{canonical_json(event)}}}'
                     )
+                    metrics.observe_live_delivery(observe_delivery, event.committed_at)
                     last_sent = event.offset
                     # ASGI sends never block, and a replay from far back never waits for its next
                     # event: yield now and then so other connections get their turn. (Each frame is
@@ -221,6 +236,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
         except ENDS_A_SUBSCRIPTION as error:
             if self.subscriptions.get(key) is asyncio.current_task():
                 del self.subscriptions[key]
+            if isinstance(error, SlowConsumer):
+                SLOW_CONSUMERS.inc()
             if not isinstance(error, EventRelayError):
                 # This subscription ended, not the connection: the client resubscribes by offset.
                 logger.warning("subscription to '%s' ended unavailable: %s: %s", key, type(error).__name__, error)
@@ -233,6 +250,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self._send_json(
                 {"type": "error", "code": "invalid", "topic": key, "message": "internal error; resubscribe by offset"}
             )
+        finally:
+            SUBSCRIBERS.dec()
 
     def _transport_backlog(self) -> int:
         """Bytes sent to this connection still waiting in the server (0 if the server cannot tell).
