@@ -49,8 +49,8 @@ class Mode:
 
 QUICK = Mode(
     name="quick",
-    warmup=0.3,
-    duration=2.0,
+    warmup=0.2,
+    duration=1.0,
     publish_batches=(100, 500, 1000),
     publish_batch_main=500,
     single_callers=(32,),
@@ -61,13 +61,13 @@ QUICK = Mode(
     ws_rate=10,
     grpc_streams=50,
     grpc_rate=50,
-    fanout_duration=3,
+    fanout_duration=2,
     drain=5,
     webhook_events_per_stream=4,
     webhook_deadline=40,
     webhook_slow_events_per_stream=3,
-    retention_backlog=50_000,
-    retention_keep=5_000,
+    retention_backlog=20_000,
+    retention_keep=2_000,
 )
 
 FULL = Mode(

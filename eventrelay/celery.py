@@ -70,13 +70,18 @@ def forget_child_gauges(pid: int | None = None, **_kwargs: object) -> None:
 
 
 @signals.setup_logging.connect
-def log_as_the_other_processes_do(**_kwargs: object) -> None:
+def log_as_the_other_processes_do(loglevel: int | str | None = None, **_kwargs: object) -> None:
     """Celery would replace the root logger's handlers with its own format; instead the worker and beat log through
-    settings.LOGGING (``ER_LOG_FORMAT``, ``ER_LOG_LEVEL``, request ids) like the web and gRPC processes."""
+    settings.LOGGING (``ER_LOG_FORMAT``, ``ER_LOG_LEVEL``, request ids) like the web and gRPC processes. Celery's own
+    lines ("ready.", a task received and done) keep the level its ``--loglevel`` asks for, as they always had."""
+    import logging
+
     from django.conf import settings
     from django.utils.log import configure_logging
 
     configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    if loglevel is not None:
+        logging.getLogger("celery").setLevel(loglevel)
 
 
 @signals.celeryd_init.connect

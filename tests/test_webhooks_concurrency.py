@@ -22,11 +22,12 @@ pytestmark = pytest.mark.e2e
 
 
 def publish_streams(admin: Any, topic: str, streams: int, events: int) -> dict[str, list[int]]:
-    published: dict[str, list[int]] = {str(n): [] for n in range(streams)}
-    for n in range(events):
-        for topic_id, offsets in published.items():
-            [event] = publish(admin, f"{topic}:{topic_id}", [{"name": "tick", "data": {"n": n}}], "grpc")
-            offsets.append(event.offset)
+    """``events`` events for each of ``streams`` topic ids, one publish per topic id (one per event would spend
+    most of these tests publishing; the worker delivers them one request at a time per stream all the same)."""
+    published: dict[str, list[int]] = {}
+    for n in range(streams):
+        batch = [{"name": "tick", "data": {"n": i}} for i in range(events)]
+        published[str(n)] = [event.offset for event in publish(admin, f"{topic}:{n}", batch, "grpc")]
     return published
 
 
@@ -111,7 +112,9 @@ def test_a_worker_killed_with_its_requests_in_flight_loses_nothing_and_repeats_a
         topic = unique_topic("killed")
         make_topic(topic)
         create_destination(name="killed", url=receiver.url, topic=topic)
-        published = publish_streams(admin, topic, 200, 2)
+        # Four events per stream keep each stream busy for seconds, so all 200 are in flight at once even where the
+        # worker takes a few seconds to start them all.
+        published = publish_streams(admin, topic, 200, 4)
         fast = {"ER_WEBHOOK_TIMEOUT_S": "3", "ER_WEBHOOK_LEASE_MARGIN_S": "2", "ER_WEBHOOK_SWEEP_S": "1"}
         first = start(CeleryWorker, name="killed_worker", env=fast)
         wait_until(lambda: receiver.in_flight >= 150, 60, "the worker to have its requests in flight")
@@ -123,7 +126,7 @@ def test_a_worker_killed_with_its_requests_in_flight_loses_nothing_and_repeats_a
         start(CeleryWorker, name="taking_over_worker", env=fast)
         wait_until(lambda: delivered(receiver, topic, published), 180, "every event after the kill")
 
-        repeated = len(receiver.requests) - 400
+        repeated = len(receiver.requests) - 800
         for topic_id, offsets in published.items():
             got = receiver.offsets(f"{topic}:{topic_id}")
             assert sorted(set(got)) == offsets and got == sorted(got), f"stream {topic}:{topic_id}: {got}"
