@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 APPLICATION_NAME = "outage-connection-use-web"
 MAX_CONNECTIONS = 40
 CLIENTS = 16
-REQUESTS_PER_CLIENT = 150
+REQUESTS_PER_CLIENT = 60
 # Far below max_connections (40), far above what a web process needs for 16 concurrent requests.
 CONNECTION_BOUND = 24
 

@@ -112,9 +112,9 @@ def test_a_worker_killed_with_its_requests_in_flight_loses_nothing_and_repeats_a
         topic = unique_topic("killed")
         make_topic(topic)
         create_destination(name="killed", url=receiver.url, topic=topic)
-        # Four events per stream keep each stream busy for seconds, so all 200 are in flight at once even where the
-        # worker takes a few seconds to start them all.
-        published = publish_streams(admin, topic, 200, 4)
+        # Eight events per stream keep each stream busy for eight seconds, so all 200 are in flight at once even
+        # where the worker takes seconds to start them all (five on a slow day).
+        published = publish_streams(admin, topic, 200, 8)
         fast = {"ER_WEBHOOK_TIMEOUT_S": "3", "ER_WEBHOOK_LEASE_MARGIN_S": "2", "ER_WEBHOOK_SWEEP_S": "1"}
         first = start(CeleryWorker, name="killed_worker", env=fast)
         wait_until(lambda: receiver.in_flight >= 150, 60, "the worker to have its requests in flight")
@@ -126,7 +126,7 @@ def test_a_worker_killed_with_its_requests_in_flight_loses_nothing_and_repeats_a
         start(CeleryWorker, name="taking_over_worker", env=fast)
         wait_until(lambda: delivered(receiver, topic, published), 180, "every event after the kill")
 
-        repeated = len(receiver.requests) - 800
+        repeated = len(receiver.requests) - 1600
         for topic_id, offsets in published.items():
             got = receiver.offsets(f"{topic}:{topic_id}")
             assert sorted(set(got)) == offsets and got == sorted(got), f"stream {topic}:{topic_id}: {got}"
