@@ -67,13 +67,18 @@ browser:
 	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] || { echo "the browser tests need $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }; \
 	  echo "installing Chromium"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Two pytest-xdist workers (TEST_WORKERS=0: one process), a test file per worker at a time so the processes a file's
+# fixtures start serve all its tests. Each worker has its own database, Celery queue, Redis prefix and log directory.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
+
 test: install-dev services env browser
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "models changed without a migration: run makemigrations"; exit 1; }
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The tests that start no process and no browser (tests/conftest.py marks the others e2e): minutes, not the suite's.
 test-fast: install-dev services env
-	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not e2e" $(PYTEST_ARGS)
 
 # `make run` on a fresh Debian (a debootstrap chroot in a network namespace of its own) without PostgreSQL or
 # Redis: they must be installed with apt and started, and the service must come up ready. Root only; minutes.
@@ -81,7 +86,7 @@ test-fresh-machine:
 	bash tools/fresh_machine.sh
 
 # Refresh the committed docs/screenshots/*.png the README shows: the browser tests that take them, told to write
-# there (a plain test run writes them to the ignored .test-logs/screenshots/docs/).
+# there (a plain test run writes them to the ignored .test-logs/<worker>/screenshots/docs/).
 screenshots: install-dev services env browser
 	REFRESH_SCREENSHOTS=1 $(PY) -m pytest $$(grep -l '^from tests.browser import .*screenshot' tests/test_*.py) $(PYTEST_ARGS)
 

@@ -98,6 +98,7 @@ class Stack:
             "DATABASE_URL": database_url,
             "ER_JWT_SECRET": self.jwt_secret,
             "ER_CELERY_QUEUE": self.queue,
+            "ER_REDIS_PREFIX": self.queue,
             "ER_WEBHOOK_ALLOW_PRIVATE": "1",
             "ER_BIND_HOST": "127.0.0.1",
             "ER_LOG_LEVEL": "WARNING",

@@ -122,7 +122,9 @@ def check(action: str, who: str, cost: int = 1) -> None:
         return
     try:
         _client, script = _sync()
-        allowed, retry_after_ms = script(keys=[f"er:rl:{action}:{who}"], args=_arguments(limit, cost))
+        allowed, retry_after_ms = script(
+            keys=[f"{settings.ER_REDIS_PREFIX}:rl:{action}:{who}"], args=_arguments(limit, cost)
+        )
     except redis.RedisError as error:
         _fail_open(error)
         return
@@ -149,7 +151,9 @@ async def acheck(action: str, who: str, cost: int = 1) -> None:
         return
     try:
         _client, script = _async_clients.get()
-        allowed, retry_after_ms = await script(keys=[f"er:rl:{action}:{who}"], args=_arguments(limit, cost))
+        allowed, retry_after_ms = await script(
+            keys=[f"{settings.ER_REDIS_PREFIX}:rl:{action}:{who}"], args=_arguments(limit, cost)
+        )
     except (redis.RedisError, OSError) as error:
         _fail_open(error)
         return
@@ -167,7 +171,8 @@ def reserve(key: str, per_second: float, burst: int = 1) -> float:
     try:
         _client, script = _sync()
         allowed, retry_after_ms = script(
-            keys=[f"er:throttle:{key}"], args=[int(time.time() * 1000), 1000 / per_second, max(burst, 1), 1]
+            keys=[f"{settings.ER_REDIS_PREFIX}:throttle:{key}"],
+            args=[int(time.time() * 1000), 1000 / per_second, max(burst, 1), 1],
         )
     except redis.RedisError as error:
         logger.debug("throttle %s not applied: %s", key, error)
@@ -178,7 +183,7 @@ def reserve(key: str, per_second: float, burst: int = 1) -> float:
 def hold(key: str, seconds: float) -> None:
     """Ask every process to wait ``seconds`` before using ``key`` again (a receiver's 429): see :func:`held_for`."""
     try:
-        _sync()[0].set(f"er:hold:{key}", "1", px=max(int(seconds * 1000), 1))
+        _sync()[0].set(f"{settings.ER_REDIS_PREFIX}:hold:{key}", "1", px=max(int(seconds * 1000), 1))
     except redis.RedisError as error:
         logger.debug("hold of %s not recorded: %s", key, error)
 
@@ -186,7 +191,7 @@ def hold(key: str, seconds: float) -> None:
 def held_for(key: str) -> float:
     """Seconds left of a :func:`hold` on ``key`` (0: none)."""
     try:
-        left = int(_sync()[0].pttl(f"er:hold:{key}"))  # type: ignore[arg-type]
+        left = int(_sync()[0].pttl(f"{settings.ER_REDIS_PREFIX}:hold:{key}"))  # type: ignore[arg-type]
     except redis.RedisError:
         return 0.0
     return max(left, 0) / 1000

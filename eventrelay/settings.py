@@ -101,6 +101,10 @@ if ER_DB_POOL > 0:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The live fan-out's pub/sub channels and the rate limits' keys start with this (Celery's queue is named by
+# ER_CELERY_QUEUE), so two deployments or two test runs can share one Redis: Redis's database numbers do not
+# separate pub/sub channels.
+ER_REDIS_PREFIX = env_str("ER_REDIS_PREFIX", "er")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -193,7 +197,7 @@ ER_PULL_MAX_BATCH = env_int("ER_PULL_MAX_BATCH", 1000)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{ER_REDIS_PREFIX}:live"},
     }
 }
 ER_LIVE_INLINE_BYTES = env_int("ER_LIVE_INLINE_BYTES", 64 * 1024)

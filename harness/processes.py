@@ -12,14 +12,17 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
-# Every process a test run starts uses this Celery queue, so no other worker takes its tasks.
+# Every process a test run starts uses this Celery queue and this Redis prefix, so no other run (another pytest-xdist
+# worker, CI, a developer's own processes) takes its tasks or hears its live notifications: tests reuse topic names.
 TEST_QUEUE = f"er_test_{os.getpid()}"
+TEST_REDIS_PREFIX = TEST_QUEUE
 # Settings every server process of a test run shares (webhooks go to a receiver on 127.0.0.1).
 # Rate limits are off unless a test turns them on (tests/test_rate_limits.py): hundreds of calls from
 # one IP and token would otherwise trip them.
 NO_RATE_LIMITS = {f"ER_RATE_LIMIT_{name}_PER_S": "0" for name in ("PUBLISH", "REQUESTS", "AUTH_FAILURES", "CONNECTS")}
 COMMON_ENV = {
     "ER_CELERY_QUEUE": TEST_QUEUE,
+    "ER_REDIS_PREFIX": TEST_REDIS_PREFIX,
     "ER_WEBHOOK_ALLOW_PRIVATE": "1",
     "ER_LIVE_TICK_MS": "200",
     # No metrics port unless a test asks for one on a free port: several runs (and a developer's own processes)
@@ -28,8 +31,9 @@ COMMON_ENV = {
     **NO_RATE_LIMITS,
 }
 
-# Output of every process a test starts, kept after the run for debugging (ignored by git).
-LOG_DIR = REPO / ".test-logs"
+# Output of every process a test starts, kept after the run for debugging (ignored by git); one directory per
+# pytest-xdist worker, whose tests start processes of the same names.
+LOG_DIR = REPO / ".test-logs" / os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
 def free_port() -> int:
@@ -40,7 +44,7 @@ def free_port() -> int:
 
 def start(command: list[str], env: dict[str, str] | None = None, log_name: str = "process") -> subprocess.Popen:
     """Start ``command`` in its own process group (so stop() also ends its children)."""
-    LOG_DIR.mkdir(exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"{log_name}.log", "w")
     return subprocess.Popen(
         command,
@@ -190,7 +194,7 @@ class CeleryWorker:
 
 class CeleryBeat:
     def __init__(self, env: dict[str, str] | None = None, name: str = "beat") -> None:
-        LOG_DIR.mkdir(exist_ok=True)
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.process = start(
             [
                 str(VENV_BIN / "celery"),

@@ -10,11 +10,11 @@ A test module makes a ``page`` fixture with one line and saves screenshots with 
     def test_it_shows_the_dashboard(page: Page, web_server: WebServer) -> None:
         page.goto(f"{web_server.base_url}/admin/")
         ...
-        screenshot(page, "admin-dashboard")  # .test-logs/screenshots/docs/; `make screenshots`: docs/screenshots/
+        screenshot(page, "admin-dashboard")  # .test-logs/<worker>/screenshots/docs/; `make screenshots`: docs/screenshots/
 
 Each test gets its own Chromium with a fresh context (no cookies, storage or cache shared with any
 other test), 1280x800, light colour scheme, UTC. An uncaught JavaScript error on the page fails the
-test; a failing test leaves a screenshot in ``.test-logs/screenshots/``.
+test; a failing test leaves a screenshot in ``.test-logs/<worker>/screenshots/`` (``<worker>``: the pytest-xdist worker, gw0, gw1, ...).
 
 Why a browser per test, and not one per session: while Playwright's sync API is running, the thread
 looks as if an asyncio loop were running in it (Playwright marks its loop as the running one between
@@ -120,7 +120,7 @@ def page_fixture() -> Callable[..., Iterator[Page]]:
 
 
 def screenshots_dir() -> Path:
-    """docs/screenshots/ when ``REFRESH_SCREENSHOTS=1`` (``make screenshots``), else .test-logs/screenshots/docs/."""
+    """docs/screenshots/ when ``REFRESH_SCREENSHOTS=1`` (``make screenshots``), else .test-logs/<worker>/screenshots/docs/."""
     if os.environ.get(REFRESH_SCREENSHOTS) == "1":
         return COMMITTED_SCREENSHOTS
     return LOG_DIR / "screenshots" / "docs"

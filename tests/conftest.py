@@ -104,12 +104,19 @@ def web_server(django_db_setup: None) -> Iterator["WebServer"]:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _celery_uses_the_test_queue() -> Iterator[None]:
-    """Tasks this test process queues (wake-ups after a publish) go to the run's own queue."""
+def _this_run_has_its_own_queue_and_redis_prefix() -> Iterator[None]:
+    """Tasks this test process queues (wake-ups after a publish) go to the run's own queue; its live notifications
+    and rate-limit keys use the run's own Redis prefix, as the processes it starts do (harness.processes)."""
+    from channels.layers import channel_layers
+    from django.conf import settings
+
     from eventrelay.celery import app
-    from harness.processes import TEST_QUEUE
+    from harness.processes import TEST_QUEUE, TEST_REDIS_PREFIX
 
     app.conf.task_default_queue = TEST_QUEUE
+    settings.ER_REDIS_PREFIX = TEST_REDIS_PREFIX
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{TEST_REDIS_PREFIX}:live"
+    channel_layers.backends.clear()  # a layer made before this (at import) would keep the default prefix
     yield
 
 

@@ -46,7 +46,7 @@ class PrivatePostgres:
         self._dir = Path(tempfile.mkdtemp(prefix=f"er-{name}-"))
         self.data_dir = self._dir / "data"
         self._log = LOG_DIR / f"{name}-postgres.log"
-        LOG_DIR.mkdir(exist_ok=True)
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             postgres = pwd.getpwnam("postgres")
             os.chown(self._dir, postgres.pw_uid, postgres.pw_gid)
@@ -129,7 +129,7 @@ class PrivateRedis:
         self.start()
 
     def start(self) -> None:
-        LOG_DIR.mkdir(exist_ok=True)
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self._process = subprocess.Popen(
             command, stdout=open(LOG_DIR / f"{self.name}.log", "a"), stderr=subprocess.STDOUT
