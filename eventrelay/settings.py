@@ -218,6 +218,10 @@ ER_CONSUMER_SCAN_WINDOW = env_int("ER_CONSUMER_SCAN_WINDOW", 10_000)
 ER_CONSUMER_MAX_QUEUED = env_int("ER_CONSUMER_MAX_QUEUED", 10_000)
 ER_CONSUMER_RECHECK_MS = env_int("ER_CONSUMER_RECHECK_MS", 1000)
 ER_CONSUMER_MAX_ACK_IDS = env_int("ER_CONSUMER_MAX_ACK_IDS", 1000)
+# Beat vacuums the table of events in flight this often, when at least this many of its rows died (acks delete
+# them): consumers.vacuum.
+ER_CONSUMER_VACUUM_S = env_int("ER_CONSUMER_VACUUM_S", 30)
+ER_CONSUMER_VACUUM_DEAD_ROWS = env_int("ER_CONSUMER_VACUUM_DEAD_ROWS", 10_000)
 
 # Retention (topics.retention): what a new topic keeps (0: everything), how often beat sweeps, and how many
 # events one sweep transaction deletes at most.
@@ -338,4 +342,5 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("ER_CELERY_QUEUE", "celery")
 CELERY_BEAT_SCHEDULE = {
     "sweep-webhook-streams": {"task": "webhooks.tasks.sweep", "schedule": float(ER_WEBHOOK_SWEEP_S)},
     "sweep-retention": {"task": "topics.tasks.sweep_retention", "schedule": float(ER_RETENTION_SWEEP_S)},
+    "vacuum-consumer-pending": {"task": "consumers.tasks.vacuum_pending", "schedule": float(ER_CONSUMER_VACUUM_S)},
 }
