@@ -59,6 +59,15 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` now (``VmRSS`` of ``/proc/<pid>/status``)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def machine_cpu_seconds() -> dict[str, float]:
     """CPU time of the whole machine so far (``/proc/stat``, every core): busy, and stolen by the
     hypervisor for other virtual machines (this one's noise, when it is not ours)."""
@@ -143,7 +152,11 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> 
 
 @dataclass
 class Figure:
-    """One row of the results table: a measured figure beside its baseline and its target."""
+    """One row of the results table: a measured figure beside its baseline, its peer and its target.
+
+    The baseline is the bare minimum of the same work (PostgreSQL alone, an empty call); the peer, where SPEC.md
+    names one, is the system a team would pick instead (NATS), measured in the same run on the same box.
+    ``peer_name`` without a ``peer_value`` is a peer that could not be measured (the notes say why)."""
 
     scenario: str
     name: str
@@ -158,10 +171,15 @@ class Figure:
     baseline_measured: bool = True
     ratio: float | None = None
     notes: str = ""
+    peer_name: str = ""
+    peer_value: float | None = None
+    peer_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.ratio is None and self.value is not None and self.baseline_value:
             self.ratio = self.value / self.baseline_value
+        if self.peer_ratio is None and self.value is not None and self.peer_value:
+            self.peer_ratio = self.value / self.peer_value
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,6 +26,7 @@ PACKAGES = (
     "requests",
     "websockets",
     "matplotlib",
+    "nats-py",
 )
 
 
@@ -113,6 +114,7 @@ def document(
     stack: Stack,
     load_at_start: tuple[float, ...],
     code: dict[str, Any],
+    nats_server: str | None = None,
 ) -> dict[str, Any]:
     return {
         "mode": mode,
@@ -124,6 +126,8 @@ def document(
             **machine(stack),
             "load_average_at_start": [round(x, 2) for x in load_at_start],
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            # The peer's server (bench/nats_peer.py): its version, or None when it was not on PATH.
+            "nats_server": nats_server,
         },
         "sizes": sizes,
         "scenarios": {result.name: result.as_dict() for result in results},
@@ -149,24 +153,46 @@ def _number(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.2f} {unit}"
 
 
+HEADER = ["figure", "value", "baseline (same run)", "ratio", "peer (same run)", "peer ratio", "target", "met?"]
+
+
+def _ratio(ratio: float | None) -> str:
+    return f"{ratio:.2f}x" if ratio is not None else "-"
+
+
 def rows(results: list[ScenarioResult]) -> list[list[str]]:
     table = []
     for result in results:
         if result.error:
-            table.append([f"{result.name}: FAILED", result.error.splitlines()[0][:80], "", "", "", "no"])
+            table.append([f"{result.name}: FAILED", result.error.splitlines()[0][:80], "", "", "", "", "", "no"])
             continue
         for figure in result.figures:
             baseline = "-"
             if figure.baseline_value is not None:
                 baseline = f"{_number(figure.baseline_value, figure.unit)} ({figure.baseline_name}{'' if figure.baseline_measured else '; reference'})"
-            ratio = f"{figure.ratio:.2f}x" if figure.ratio is not None else "-"
+            peer = "-"
+            if figure.peer_value is not None:
+                peer = f"{_number(figure.peer_value, figure.unit)} ({figure.peer_name})"
+            elif figure.peer_name:
+                peer = f"not measured ({figure.peer_name})"
             met = "-" if figure.met is None else ("yes" if figure.met else "NO")
-            table.append([figure.name, _number(figure.value, figure.unit), baseline, ratio, figure.target or "-", met])
+            table.append(
+                [
+                    figure.name,
+                    _number(figure.value, figure.unit),
+                    baseline,
+                    _ratio(figure.ratio),
+                    peer,
+                    _ratio(figure.peer_ratio),
+                    figure.target or "-",
+                    met,
+                ]
+            )
     return table
 
 
 def table(results: list[ScenarioResult]) -> str:
-    header = ["figure", "value", "baseline (same run)", "ratio", "target", "met?"]
+    header = HEADER
     body = rows(results)
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     line = "-+-".join("-" * width for width in widths)
@@ -192,34 +218,53 @@ def chart(doc: dict[str, Any], results_dir: Path) -> Path:
     machine_line = f"{doc['machine']['cores']} cores, {doc['machine']['memory_gib']} GiB, {doc['machine']['cpu_model']}"
     fig.suptitle(f"EventRelay bench ({doc['mode']} mode, {doc['timestamp']}, {machine_line})", fontsize=12)
 
-    # 1. Throughput: product vs its baseline.
+    # 1. Throughput: product vs its baseline and its peer (a figure of an older file has no peer fields).
     ax = axes[0][0]
     bars = []
-    for name in ("publish_batch", "publish_single", "pull", "webhooks"):
+    for name in ("publish_batch", "publish_single", "pull", "consumers", "webhooks"):
         for figure in (scenarios.get(name) or {}).get("figures", []):
-            if figure["unit"] in ("events/s", "deliveries/s") and figure["baseline_value"]:
+            if figure["unit"] in ("events/s", "deliveries/s") and (
+                figure["baseline_value"] or figure.get("peer_value")
+            ):
                 bars.append(figure)
     if bars:
-        labels = [_wrap(figure["name"]) for figure in bars]
+        labels = [_wrap(figure["name"], 16) for figure in bars]
         xs = range(len(bars))
-        width = 0.38
-        ax.bar([x - width / 2 for x in xs], [f["value"] for f in bars], width, label="EventRelay", color="#3b7dd8")
+        width = 0.27
+        nan = float("nan")
+        ax.bar([x - width for x in xs], [f["value"] or nan for f in bars], width, label="EventRelay", color="#3b7dd8")
         ax.bar(
-            [x + width / 2 for x in xs],
-            [f["baseline_value"] for f in bars],
+            list(xs),
+            [f["baseline_value"] or nan for f in bars],
             width,
             label="baseline (same run)",
             color="#999999",
         )
+        ax.bar(
+            [x + width for x in xs],
+            [f.get("peer_value") or nan for f in bars],
+            width,
+            label="peer: NATS (same run)",
+            color="#5bb36b",
+        )
         for x, figure in zip(xs, bars, strict=True):
-            ax.annotate(
-                f"{figure['ratio']:.2f}x", (x - width / 2, figure["value"]), ha="center", va="bottom", fontsize=9
-            )
-        ax.set_xticks(list(xs), labels, fontsize=8)
+            if figure["ratio"] is not None:
+                ax.annotate(
+                    f"{figure['ratio']:.2f}x", (x - width, figure["value"]), ha="center", va="bottom", fontsize=8
+                )
+            if figure.get("peer_ratio") is not None:
+                ax.annotate(
+                    f"{figure['peer_ratio']:.2f}x\nof NATS",
+                    (x + width, figure["peer_value"]),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+        ax.set_xticks(list(xs), labels, fontsize=6)
         ax.set_yscale("log")
         ax.set_ylabel("events or deliveries per second (log)")
-        ax.legend()
-    ax.set_title("Throughput vs baseline (ratio above each bar)")
+        ax.legend(fontsize=8)
+    ax.set_title("Throughput vs baseline and peer (ratios above the bars)")
 
     # 2. Latency percentiles of the fan-out scenarios.
     ax = axes[0][1]
@@ -233,6 +278,14 @@ def chart(doc: dict[str, Any], results_dir: Path) -> Path:
         )
         if run:
             groups.append((f"{label}\n{run['subscribers']:,} subs x {run['rate_per_s']:g}/s", run["latency_ms"]))
+        peer_run = details.get("peer_run")
+        if peer_run:
+            groups.append(
+                (
+                    f"peer: NATS core\n{peer_run['subscribers']:,} subs x {peer_run['rate_per_s']:g}/s",
+                    peer_run["latency_ms"],
+                )
+            )
     if groups:
         points = ("p50", "p95", "p99", "max")
         width = 0.8 / len(points)
@@ -334,8 +387,7 @@ def markdown(doc: dict[str, Any]) -> str:
         )
         for scenario in doc["scenarios"].values()
     ]
-    header = ["figure", "value", "baseline (same run)", "ratio", "target", "met?"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows(results)]
     return "\n".join(lines)
 

@@ -19,7 +19,9 @@ from typing import Any
 
 import psycopg
 
+from bench import nats_peer
 from bench.common import ScenarioResult, machine_cpu_seconds, metadata, progress
+from bench.nats_peer import NatsPeer
 from bench.stack import DEFAULT_DATABASE_URL, REPO, Stack
 
 
@@ -45,6 +47,7 @@ class Mode:
     webhook_slow_events_per_stream: int  # per stream, with a receiver that answers in 100 ms
     retention_backlog: int  # old events the retention scenario's sweep deletes while publishing goes on
     retention_keep: int  # retentionMaxEvents of that topic
+    ws_idle_connections: int  # idle WebSocket connections whose memory the web process is weighed with
 
 
 QUICK = Mode(
@@ -68,6 +71,7 @@ QUICK = Mode(
     webhook_slow_events_per_stream=3,
     retention_backlog=20_000,
     retention_keep=2_000,
+    ws_idle_connections=200,
 )
 
 FULL = Mode(
@@ -91,17 +95,25 @@ FULL = Mode(
     webhook_slow_events_per_stream=20,
     retention_backlog=1_000_000,
     retention_keep=100_000,
+    ws_idle_connections=5000,
 )
 
 
 class Bench:
     """What a scenario gets: the running stack, the mode's sizes, an admin token and a few helpers."""
 
-    def __init__(self, stack: Stack, mode: Mode) -> None:
+    def __init__(self, stack: Stack, mode: Mode, settle_s: float = 60.0) -> None:
         self.stack = stack
         self.mode = mode
+        self.settle_s = settle_s
         self.token = stack.admin_token
         self._channel: Any = None
+        # The peer's own nats-server (bench/nats_peer.py); None when nats-server is not on PATH.
+        self.nats: NatsPeer | None = None
+
+    @property
+    def nats_url(self) -> str | None:
+        return None if self.nats is None else self.nats.url
 
     def grpc_events(self) -> Any:
         import grpc
@@ -166,8 +178,8 @@ class Bench:
             progress(f"CHECKPOINT refused ({error}); measurements may pay for earlier writes")
         self.wait_for_quiet()
 
-    def wait_for_quiet(self, busy_below: float = 0.3, longest: float = 60.0) -> float:
-        """Wait (at most ``longest`` seconds) until the machine has been nearly idle for half a
+    def wait_for_quiet(self, busy_below: float = 0.3) -> float:
+        """Wait (at most ``--settle-s`` seconds) until the machine has been nearly idle for half a
         second: fewer than ``busy_below`` cores busy. A scenario that overloads a process (5,000
         WebSocket subscribers) can leave it working after its own measurement has ended, and the
         next measurement would pay for it. Returns the seconds waited."""
@@ -177,7 +189,7 @@ class Bench:
             time.sleep(0.5)
             busy = (machine_cpu_seconds()["busy"] - before["busy"]) / 0.5
             waited = time.monotonic() - started
-            if busy < busy_below or waited >= longest:
+            if busy < busy_below or waited >= self.settle_s:
                 if waited > 2:
                     progress(f"waited {waited:.0f} s for the machine to quiet down ({busy:.2f} cores busy)")
                 return waited
@@ -253,6 +265,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the bench database (dropped and recreated; its name must start with eventrelay_bench)",
     )
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=60.0,
+        help="wait at most this long before each measurement for the machine to quiet down (0: do not wait; "
+        "the CI smoke test, which shares the machine with other tests and asserts no figure)",
+    )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()] or list(SCENARIOS)
     unknown = set(args.only) - set(SCENARIOS) - set(OPTIONAL_SCENARIOS)
@@ -283,11 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {mode.name} mode, scenarios {', '.join(args.only)}; logs in {stack.log_dir}", flush=True)
     results: list[ScenarioResult] = []
     failed = False
+    peer: NatsPeer | None = None
     try:
         stack.recreate_database()
         stack.start()
         print(f"bench: processes up after {time.monotonic() - started:.1f}s: {stack.pids()}", flush=True)
-        bench = Bench(stack, mode)
+        peer = nats_peer.start(stack.log_dir)
+        print(f"bench: peer {peer.url} (pid {peer.pid})" if peer else f"bench: {nats_peer.ABSENT_NOTE}", flush=True)
+        bench = Bench(stack, mode, settle_s=args.settle_s)
+        bench.nats = peer
         scenarios = _scenarios()
         for name in args.only:
             print(f"bench: running {name} ...", flush=True)
@@ -307,8 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append(ScenarioResult("stack", "the processes under test", error=f"{error}\n{traceback.format_exc()}"))
         print(f"bench: FAILED: {error}", flush=True)
     finally:
+        if peer is not None:
+            peer.stop()
         stack.stop()
-    document = report.document(mode.name, asdict(mode), results, time.monotonic() - started, stack, load_at_start, code)
+    document = report.document(
+        *(mode.name, asdict(mode), results, time.monotonic() - started, stack, load_at_start, code),
+        nats_server=peer.version if peer else None,
+    )
     print(report.table(results))
     json_path = report.write_json(document, results_dir)
     print(f"bench: wrote {json_path}")

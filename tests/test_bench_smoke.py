@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -17,8 +18,17 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The rows whose peer SPEC.md names (NATS): measured whenever nats-server is on PATH (bench/nats_peer.py).
+PEER_SCENARIOS = ("publish_batch", "publish_single", "consumers", "ws_fanout")
+HAVE_NATS = shutil.which("nats-server") is not None
+
+
 def numbers_in(figure: dict) -> list[object]:
-    return [figure["value"], *([figure["baseline_value"]] if figure["baseline_measured"] else [])]
+    return [
+        figure["value"],
+        *([figure["baseline_value"]] if figure["baseline_measured"] else []),
+        *([figure["peer_value"]] if HAVE_NATS and figure["peer_name"] else []),
+    ]
 
 
 def test_the_quick_bench_runs_every_scenario_and_writes_numeric_figures(tmp_path: Path) -> None:
@@ -36,6 +46,9 @@ def test_the_quick_bench_runs_every_scenario_and_writes_numeric_figures(tmp_path
                 str(tmp_path),
                 "--database-url",
                 database_url,
+                # Other tests may share the machine (pytest-xdist): waiting for it to be idle would only add time.
+                "--settle-s",
+                "0",
             ],
             cwd=REPO,
             env={**os.environ},
@@ -61,6 +74,17 @@ def test_the_quick_bench_runs_every_scenario_and_writes_numeric_figures(tmp_path
         for figure in scenario["figures"]:
             for number in numbers_in(figure):
                 assert isinstance(number, int | float) and math.isfinite(number), (name, figure)
+    # Every row SPEC.md gives a peer has one (numeric whenever nats-server is on PATH: numbers_in above).
+    for name in PEER_SCENARIOS:
+        assert any(figure["peer_name"] for figure in results["scenarios"][name]["figures"]), name
+    if HAVE_NATS:
+        assert results["machine"]["nats_server"], "the bench's own nats-server answered with its version"
+    # The single-event row's target is against the empty call, INSERT+COMMIT reported beside it.
+    single = results["scenarios"]["publish_single"]["figures"]
+    assert "empty" in single[0]["baseline_name"] and "INSERT+COMMIT" in single[1]["baseline_name"], single
+    # The web process's own figures: frames per CPU-second and memory per idle connection, both measured.
+    ws_units = {figure["unit"]: figure for figure in results["scenarios"]["ws_fanout"]["figures"]}
+    assert ws_units["frames/CPU-s"]["value"] > 0 and ws_units["KB"]["value"] is not None, ws_units
     # Where the time goes: the CPU each side used, the gRPC server's read from /proc during the run.
     publish = results["scenarios"]["publish_single"]["details"]
     for result in (*(run["product"] for run in publish.values() if "product" in run), publish["empty_grpc_calls"]):
