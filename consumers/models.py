@@ -68,7 +68,8 @@ class PendingEvent(models.Model):
     STATES = [(LEASED, LEASED), (WAITING, WAITING), (QUEUED, QUEUED)]
 
     pk = models.CompositePrimaryKey("consumer_id", "offset")
-    consumer = models.ForeignKey(Consumer, on_delete=models.CASCADE, related_name="pending")
+    # No index of its own: the primary key starts with it, and every fetch inserts a row per event handed out.
+    consumer = models.ForeignKey(Consumer, on_delete=models.CASCADE, related_name="pending", db_index=False)
     offset = models.BigIntegerField()
     topic_id = models.CharField(max_length=ID_MAX_LENGTH, blank=True, default="")
     event_id = models.UUIDField()
