@@ -45,6 +45,8 @@ class Mode:
     webhook_events_per_stream: int
     webhook_deadline: float
     webhook_slow_events_per_stream: int  # per stream, with a receiver that answers in 100 ms
+    webhook_wide_streams: int  # streams, with a receiver that answers in 1 s
+    webhook_wide_events_per_stream: int
     retention_backlog: int  # old events the retention scenario's sweep deletes while publishing goes on
     retention_keep: int  # retentionMaxEvents of that topic
     ws_idle_connections: int  # idle WebSocket connections whose memory the web process is weighed with
@@ -69,6 +71,8 @@ QUICK = Mode(
     webhook_events_per_stream=4,
     webhook_deadline=40,
     webhook_slow_events_per_stream=3,
+    webhook_wide_streams=100,
+    webhook_wide_events_per_stream=2,
     retention_backlog=20_000,
     retention_keep=2_000,
     ws_idle_connections=200,
@@ -93,6 +97,8 @@ FULL = Mode(
     webhook_events_per_stream=40,
     webhook_deadline=240,
     webhook_slow_events_per_stream=20,
+    webhook_wide_streams=1000,
+    webhook_wide_events_per_stream=3,
     retention_backlog=1_000_000,
     retention_keep=100_000,
     ws_idle_connections=5000,

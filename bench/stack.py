@@ -161,19 +161,7 @@ class Stack:
             )
         )
         for n in range(self.workers):
-            self.processes.append(
-                Process(
-                    f"worker{n + 1}",
-                    [
-                        *(str(VENV_BIN / "celery"), "-A", "eventrelay", "worker", "--loglevel", "INFO"),
-                        # As the Procfile starts it: delivery threads on a bounded pool of connections.
-                        *("--queues", self.queue, "--pool", "threads", "--concurrency", "200"),
-                        *("--hostname", f"bench{n + 1}-{os.getpid()}@%h", "--without-mingle", "--without-gossip"),
-                    ],
-                    {**self.env, "ER_DB_POOL": "10"},
-                    self.log_dir,
-                )
-            )
+            self.processes.append(self._worker(n + 1))
         self.processes.append(
             Process(
                 "beat",
@@ -185,6 +173,30 @@ class Stack:
                 self.log_dir,
             )
         )
+        self._wait_ready()
+
+    def _worker(self, n: int) -> Process:
+        """Worker ``n`` as the Procfile starts it: delivery threads on a bounded pool of connections. Its database
+        connections carry the application name ``bench-worker<n>`` (what ``pg_stat_activity`` is sampled by)."""
+        return Process(
+            f"worker{n}",
+            [
+                *(str(VENV_BIN / "celery"), "-A", "eventrelay", "worker", "--loglevel", "INFO"),
+                *("--queues", self.queue, "--pool", "threads", "--concurrency", "200"),
+                *("--hostname", f"bench{n}-{os.getpid()}@%h", "--without-mingle", "--without-gossip"),
+            ],
+            {**self.env, "ER_DB_POOL": "10", "ER_DB_APPLICATION_NAME": f"bench-worker{n}"},
+            self.log_dir,
+        )
+
+    def stop_worker(self, n: int) -> None:
+        """Stop worker ``n`` (a scenario measuring one worker); :meth:`start_worker` brings it back."""
+        worker = self.process(f"worker{n}")
+        worker.stop()
+        self.processes.remove(worker)
+
+    def start_worker(self, n: int) -> None:
+        self.processes.insert(-1, self._worker(n))  # (before beat, which stops first)
         self._wait_ready()
 
     def _wait_ready(self) -> None:
