@@ -252,6 +252,9 @@ ER_GRPC_GRACE_SECONDS = env_int("ER_GRPC_GRACE_SECONDS", 10)
 # A connection that has not completed its HTTP/2 handshake (the client preface) this long after it
 # opened is closed.
 ER_GRPC_HANDSHAKE_TIMEOUT_S = env_int("ER_GRPC_HANDSHAKE_TIMEOUT_S", 10)
+# PublishStream: requests one stream may have read and not yet acknowledged; past it the server reads no more
+# (HTTP/2 flow control holds the client's writes), which bounds the memory a stream holds (docs/grpc.md).
+ER_GRPC_PUBLISH_STREAM_MAX_IN_FLIGHT = env_int("ER_GRPC_PUBLISH_STREAM_MAX_IN_FLIGHT", 100)
 
 # --- Rate limits (eventrelay.ratelimit): per principal, or per client IP without a valid token ----
 # Events per second a principal may publish, and how many it may send at once (>= one full batch).

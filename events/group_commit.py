@@ -71,13 +71,13 @@ class TopicCommitter:
     queue: list[Pending] = field(default_factory=list)
     draining: bool = False
 
-    async def submit(self, batch: Batch) -> list[StoredEvent]:
+    def enqueue(self, batch: Batch) -> "asyncio.Future[list[StoredEvent]]":
         pending = Pending(batch, asyncio.get_running_loop().create_future())
         self.queue.append(pending)
         if not self.draining:
             self.draining = True
             asyncio.get_running_loop().create_task(self._drain())
-        return await pending.result
+        return pending.result
 
     async def _drain(self) -> None:
         try:
@@ -115,8 +115,15 @@ committers: PerLoop[dict[str, TopicCommitter]] = PerLoop(dict)
 
 async def submit(batch: Batch) -> list[StoredEvent]:
     """Store ``batch`` (already authorized) in the next transaction of its topic; its events or its error."""
+    return await enqueue(batch)
+
+
+def enqueue(batch: Batch) -> "asyncio.Future[list[StoredEvent]]":
+    """:func:`submit` for a caller that does not wait (a pipelining stream): the batch is in its topic's queue
+    when this returns, so batches one caller enqueues one after another are stored in that order; the future
+    gets its events or its error. Cancelling the future only drops the answer: the batch is stored all the same."""
     topics = committers.get()
     committer = topics.get(batch.ref.name)
     if committer is None:
         committer = topics[batch.ref.name] = TopicCommitter(batch.ref.name)
-    return await committer.submit(batch)
+    return committer.enqueue(batch)

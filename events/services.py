@@ -12,7 +12,10 @@ for every process's subscribers) and ``events_committed`` is sent, from the comm
 features that follow the log (webhook delivery).
 """
 
-from collections.abc import AsyncIterator, Sized
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Callable, Sized
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +43,7 @@ __all__ = [
     "PullResult",
     "Subscription",
     "apublish",
+    "apublish_queued",
     "clamp_batch_size",
     "publish",
     "pull",
@@ -90,6 +94,32 @@ async def apublish(
         ref = _publish_preamble(principal, topic_ref, source)
         await ratelimit.acheck("publish", principal.rate_limit_key, cost=_cost(raw_events))
         return await group_commit.submit(Batch(ref, EventsToValidate(raw_events, validator), source))
+
+
+async def apublish_queued(
+    principal: Principal,
+    topic_ref: object,
+    raw_events: Any,
+    source: str,
+    validator: EventValidator | None = None,
+) -> "asyncio.Future[list[StoredEvent]]":
+    """:func:`apublish` for a caller that pipelines (gRPC ``PublishStream``): the same checks and rate limit,
+    raised from here, then the batch is queued for its topic's next transaction before this returns, and the
+    future gets its events or the error that refused it alone. Batches one caller queues one after another are
+    stored in that order."""
+    started = time.perf_counter()
+    ref = _publish_preamble(principal, topic_ref, source)
+    await ratelimit.acheck("publish", principal.rate_limit_key, cost=_cost(raw_events))
+    stored = group_commit.enqueue(Batch(ref, EventsToValidate(raw_events, validator), source))
+    observe = _publish_duration_of(source)
+    stored.add_done_callback(lambda _: observe(time.perf_counter() - started))
+    return stored
+
+
+@functools.cache
+def _publish_duration_of(source: str) -> Callable[[float], None]:
+    """The publish-duration histogram of ``source``, looked up once (a stream publishes per request)."""
+    return metrics.PUBLISH_DURATION.labels(source).observe
 
 
 def _publish_preamble(principal: Principal, topic_ref: object, source: str) -> TopicRef:

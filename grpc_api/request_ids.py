@@ -43,7 +43,8 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
 
 def echoing(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
     """``handler``, answering with the call's request id in its metadata (its unary-unary or unary-stream
-    behaviour; the others, health's and reflection's streams, are left as they are)."""
+    behaviour, or a bidirectional stream that writes its own messages (PublishStream); the others, health's
+    and reflection's streams, are left as they are)."""
     if handler is None:
         return None
     serializers = {
@@ -54,6 +55,8 @@ def echoing(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | No
         return grpc.unary_unary_rpc_method_handler(_unary_echoing(handler.unary_unary), **serializers)
     if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
         return grpc.unary_stream_rpc_method_handler(_stream_echoing(handler.unary_stream), **serializers)
+    if handler.stream_stream is not None and inspect.iscoroutinefunction(handler.stream_stream):
+        return grpc.stream_stream_rpc_method_handler(_bidi_echoing(handler.stream_stream), **serializers)
     return handler
 
 
@@ -73,5 +76,13 @@ def _stream_echoing(behaviour: Callable[..., AsyncGenerator[Any, None]]) -> Call
         async with contextlib.aclosing(behaviour(request, context)) as responses:
             async for response in responses:
                 await context.write(response)
+
+    return stream
+
+
+def _bidi_echoing(behaviour: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    async def stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.send_initial_metadata(((METADATA_KEY, current_request_id()),))
+        await behaviour(requests, context)
 
     return stream

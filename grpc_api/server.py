@@ -16,6 +16,7 @@ from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import live
 from grpc_api.consumers import ConsumersServicer
+from grpc_api.publish_stream import stop_reading_every_stream
 from grpc_api.request_ids import RequestIdInterceptor
 from grpc_api.servicers import EventsServicer, TopicsServicer
 
@@ -33,9 +34,9 @@ def _serialize(response: Any) -> bytes:
 
 
 def events_handler(servicer: EventsServicer) -> grpc.GenericRpcHandler:
-    """The generated ``add_EventsServicer_to_server``, except that every Events method answers with
-    bytes it has already serialized (its events' wire forms, grpc_api.wire) rather than messages for
-    grpc to serialize."""
+    """The generated ``add_EventsServicer_to_server``, except that the methods that answer with events
+    answer with bytes they have already serialized (their events' wire forms, grpc_api.wire) rather
+    than messages for grpc to serialize."""
     return grpc.method_handlers_generic_handler(
         "eventrelay.v1.Events",
         {
@@ -53,6 +54,11 @@ def events_handler(servicer: EventsServicer) -> grpc.GenericRpcHandler:
                 servicer.StreamEvents,
                 request_deserializer=pb.StreamEventsRequest.FromString,
                 response_serializer=_serialize,
+            ),
+            "PublishStream": grpc.stream_stream_rpc_method_handler(
+                servicer.PublishStream,
+                request_deserializer=pb.PublishStreamRequest.FromString,
+                response_serializer=pb.PublishStreamAck.SerializeToString,
             ),
         },
     )
@@ -84,8 +90,9 @@ async def serve(host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT, then shut down gracefully.
 
     Shutdown: health turns NOT_SERVING, live streams end with UNAVAILABLE (clients resume by offset
-    on another server), new calls are refused, and in-flight unary calls get
-    ``ER_GRPC_GRACE_SECONDS`` to finish.
+    on another server), publish streams acknowledge the requests they have read and end with
+    UNAVAILABLE, new calls are refused, and in-flight unary calls get ``ER_GRPC_GRACE_SECONDS`` to
+    finish.
     """
     server, health_servicer = build_server()
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -107,6 +114,9 @@ async def serve(host: str, port: int) -> None:
 
     logger.info("gRPC server shutting down")
     await health_servicer.enter_graceful_shutdown()
+    # Publish streams read no more requests, acknowledge those they have read and end with UNAVAILABLE, within
+    # the grace period below.
+    stop_reading_every_stream()
     await live.get_hub().close()
     await server.stop(settings.ER_GRPC_GRACE_SECONDS)
     logger.info("gRPC server stopped")

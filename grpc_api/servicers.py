@@ -12,6 +12,7 @@ from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events.services import apublish, pull_encoded, subscribe
 from grpc_api.convert import topic_message, validate_message
 from grpc_api.handlers import abort_internal, abort_unavailable, abort_with, principal_of, rpc
+from grpc_api.publish_stream import PublishStream
 from grpc_api.wire import event_bytes, events_response, pull_response
 from topics.services import create_topic_as, delete_topic_as, list_topics_as, update_topic_as
 
@@ -65,6 +66,19 @@ class EventsServicer(pb_grpc.EventsServicer):
             pull_encoded, await principal_of(context), request.topic, request.offset, request.batch_size
         )
         return pull_response(page.joined, page.next_offset)
+
+    # Not wrapped by @rpc: the token is checked once for the stream; each request's errors go in its ack
+    # (grpc_api.publish_stream). Requests are read with context.read(), not through ``requests``: one
+    # generator step less per request.
+    async def PublishStream(self, requests: Any, context: Context) -> None:
+        try:
+            principal = await principal_of(context)
+        except EventRelayError as error:
+            await abort_with(context, error)
+        except DEPENDENCY_ERRORS as error:
+            await abort_unavailable(context, error)
+        else:
+            await PublishStream(principal, context).serve()
 
     # Not wrapped by @rpc: its errors are mapped here, which saves a generator layer per message.
     async def StreamEvents(self, request: pb.StreamEventsRequest, context: Context) -> Any:

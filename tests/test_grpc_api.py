@@ -798,4 +798,4 @@ def test_reflection_serves_the_proto_of_the_events_service(grpc_server: GrpcServ
     [ours] = [file for file in files if file.package == "eventrelay.v1"]
     assert {service.name for service in ours.service} == {"Topics", "Events", "Consumers"}
     events = next(service for service in ours.service if service.name == "Events")
-    assert [method.name for method in events.method] == ["PublishEvents", "PullEvents", "StreamEvents"]
+    assert [method.name for method in events.method] == ["PublishEvents", "PullEvents", "StreamEvents", "PublishStream"]

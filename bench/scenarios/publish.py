@@ -12,7 +12,9 @@ it, so reused ids would store nothing).
 
 The single-event row's target is against an empty unary gRPC call (the health Check) from as many
 callers: the ceiling of a unary call through this gRPC server on this machine; INSERT+COMMIT is reported
-beside it.
+beside it. Beside it, with the same baselines and peer: gRPC PublishStream with one event per request from
+as many producers, each on a stream of its own, each keeping up to ``STREAM_IN_FLIGHT`` requests
+unacknowledged (a pipelining producer, as Kafka's and NATS's asynchronous publishers are).
 
 Each row also has its peer, NATS JetStream on the bench's own nats-server (bench/nats_peer.py), when
 it is on PATH: the same ~250-byte payloads to a stream of its own, each message with a fresh
@@ -24,7 +26,9 @@ per producer for the single row.
 import asyncio
 import itertools
 import os
+import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +39,12 @@ from bench.common import (
     GRPC_OPTIONS,
     Figure,
     ScenarioResult,
+    cores_used,
+    cpu_seconds,
     event_data,
+    machine_cpu_seconds,
     metadata,
+    percentiles,
     timed_loop,
     user_id,
 )
@@ -85,6 +93,106 @@ def grpc_publish(
             await asyncio.wait_for(channel.channel_ready(), 30)
             ready_then_wait(pipe)
             return await timed_loop(op, concurrency, warmup, duration, watch={"grpc server": server_pid})
+
+    return asyncio.run(main())
+
+
+# Requests each PublishStream producer keeps unacknowledged (the server's default window,
+# ER_GRPC_PUBLISH_STREAM_MAX_IN_FLIGHT, is 100).
+STREAM_IN_FLIGHT = 64
+
+
+def grpc_publish_stream(
+    pipe: Any,
+    address: str,
+    server_pid: int,
+    token: str,
+    topic: str,
+    producers: int,
+    in_flight: int,
+    warmup: float,
+    duration: float,
+) -> dict[str, Any]:
+    """``producers`` PublishStream streams on one channel, each sending one-event requests while fewer than
+    ``in_flight`` are unacknowledged. Counted: the acks that arrive during the ``duration`` after ``warmup``;
+    the latency of each is from its request's write to its ack. Returns what ``timed_loop`` returns."""
+    import grpc
+
+    from eventrelay.v1 import eventrelay_pb2 as pb
+    from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
+
+    data, uid = event_data(0), user_id(0)
+
+    async def main() -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+            stub = pb_grpc.EventsStub(channel)
+            auth = metadata(token)
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            ready_then_wait(pipe)
+            start = time.perf_counter()
+            counted_from, counted_until = start + warmup, start + warmup + duration
+            counted = 0
+            last_counted = counted_from
+            latencies: list[float] = []
+
+            async def producer() -> None:
+                nonlocal counted, last_counted
+                call = stub.PublishStream(metadata=auth, timeout=warmup + duration + 120)
+                window = asyncio.Semaphore(in_flight)
+                written_at: deque[float] = deque()
+
+                async def send() -> None:
+                    request_id = 0
+                    while time.perf_counter() < counted_until:
+                        await window.acquire()
+                        event = pb.NewEvent(event_id=str(uuid.uuid4()), name=EVENT_NAME, user_id=uid, data=data)
+                        written_at.append(time.perf_counter())
+                        await call.write(pb.PublishStreamRequest(request_id=request_id, topic=topic, events=[event]))
+                        request_id += 1
+                    await call.done_writing()
+
+                async def receive() -> None:
+                    nonlocal counted, last_counted
+                    while True:
+                        ack = await call.read()
+                        if ack is grpc.aio.EOF:
+                            return
+                        if ack.HasField("error"):
+                            raise RuntimeError(f"request {ack.request_id} refused: {ack.error.message}")
+                        now = time.perf_counter()
+                        written = written_at.popleft()
+                        window.release()
+                        if counted_from <= now < counted_until:
+                            counted += len(ack.offsets)
+                            last_counted = now
+                            latencies.append((now - written) * 1000)
+
+                await asyncio.gather(send(), receive())
+
+            async def sample_cpu() -> dict[str, Any]:
+                pids: dict[str, int | None] = {"load generator": None, "grpc server": server_pid}
+                await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
+                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                machine_before = machine_cpu_seconds()
+                began = time.perf_counter()
+                await asyncio.sleep(max(0.0, counted_until - time.perf_counter()))
+                wall = time.perf_counter() - began
+                return {
+                    "cpu_cores": cores_used(cpu_before, {name: cpu_seconds(pid) for name, pid in pids.items()}, wall),
+                    "machine_cores": cores_used(machine_before, machine_cpu_seconds(), wall),
+                }
+
+            cpu, *_ = await asyncio.gather(sample_cpu(), *(producer() for _ in range(producers)))
+            elapsed = last_counted - counted_from
+            return {
+                "events": counted,
+                "seconds": elapsed,
+                "events_per_s": counted / elapsed if elapsed > 0 else 0.0,
+                "calls": len(latencies),
+                "call_ms": percentiles(latencies),
+                **cpu,
+                "in_flight_per_stream": in_flight,
+            }
 
     return asyncio.run(main())
 
@@ -459,6 +567,7 @@ def publish_single(bench: "Bench") -> ScenarioResult:
                     None,
                 )
             )
+            stream_figures(bench, result, callers, ceiling, baseline, peer)
     if len(points) > 1:
         result.growth = {
             "title": "Single-event publish by concurrent callers",
@@ -467,3 +576,73 @@ def publish_single(bench: "Bench") -> ScenarioResult:
             "points": points,
         }
     return result
+
+
+def stream_figures(
+    bench: "Bench",
+    result: ScenarioResult,
+    producers: int,
+    ceiling: dict[str, Any],
+    baseline: dict[str, Any],
+    peer: dict[str, Any] | None,
+) -> None:
+    """The PublishStream rows, beside the single-event row's own baselines and peer, measured in the same run."""
+    mode = bench.mode
+    topic = bench.new_topic(f"pub_stream_c{producers}")
+    stream = measure(
+        bench,
+        Child(
+            *(
+                grpc_publish_stream,
+                bench.stack.grpc_address,
+                bench.stack.process("grpc").pid,
+                bench.token,
+                topic,
+                producers,
+                STREAM_IN_FLIGHT,
+                mode.warmup,
+                mode.duration,
+            ),
+            label=f"gRPC PublishStream, 1 event/request, {producers} streams",
+        ),
+        mode.warmup + mode.duration + 120,
+    )
+    bench.check_stored(topic, stream["events"], at_least=True)
+    result.details[f"stream_{producers}"] = {"product": stream}
+    name = f"PublishStream, 1 event per message, {producers} producers (one stream each)"
+    rate = stream["events_per_s"]
+    result.figures.append(
+        Figure(
+            "publish_single",
+            name,
+            "events/s",
+            rate,
+            f"empty gRPC call (health Check), {producers} callers",
+            ceiling["events_per_s"],
+            "higher",
+            ">= 0.6 x the empty call",
+            rate >= 0.6 * ceiling["events_per_s"],
+            notes=(
+                f"{STREAM_IN_FLIGHT} requests unacknowledged at most per stream; ack p50 "
+                f"{stream['call_ms']['p50']:.1f} ms, p99 {stream['call_ms']['p99']:.1f} ms (from the request's "
+                f"write); {cpu_note(stream)}; psycopg INSERT+COMMIT x {producers} connections "
+                f"{baseline['events_per_s']:,.0f}/s ({rate / baseline['events_per_s']:.2f}x, next row); "
+                f"{peer_note(peer)}"
+            ).rstrip("; "),
+            peer_name=f"NATS JetStream publish-with-ack, {producers} producers",
+            peer_value=None if peer is None else peer["events_per_s"],
+        )
+    )
+    result.figures.append(
+        Figure(
+            "publish_single",
+            f"{name}: vs INSERT+COMMIT",
+            "events/s",
+            rate,
+            f"psycopg, {producers} connections, INSERT+COMMIT per event",
+            baseline["events_per_s"],
+            "higher",
+            "",
+            None,
+        )
+    )

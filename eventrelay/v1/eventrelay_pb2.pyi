@@ -117,6 +117,38 @@ class PublishEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[Event]
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
+class PublishStreamRequest(_message.Message):
+    __slots__ = ("request_id", "topic", "events")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    topic: str
+    events: _containers.RepeatedCompositeFieldContainer[NewEvent]
+    def __init__(self, request_id: _Optional[int] = ..., topic: _Optional[str] = ..., events: _Optional[_Iterable[_Union[NewEvent, _Mapping]]] = ...) -> None: ...
+
+class PublishStreamAck(_message.Message):
+    __slots__ = ("request_id", "offsets", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    offsets: _containers.RepeatedScalarFieldContainer[int]
+    error: PublishStreamError
+    def __init__(self, request_id: _Optional[int] = ..., offsets: _Optional[_Iterable[int]] = ..., error: _Optional[_Union[PublishStreamError, _Mapping]] = ...) -> None: ...
+
+class PublishStreamError(_message.Message):
+    __slots__ = ("code", "message", "field", "retry_after_ms")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    field: str
+    retry_after_ms: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., field: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
 class PullEventsRequest(_message.Message):
     __slots__ = ("topic", "offset", "batch_size")
     TOPIC_FIELD_NUMBER: _ClassVar[int]

@@ -254,6 +254,11 @@ class EventsStub:
                 request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.StreamEventsRequest.SerializeToString,
                 response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.Event.FromString,
                 _registered_method=True)
+        self.PublishStream = channel.stream_stream(
+                '/eventrelay.v1.Events/PublishStream',
+                request_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.PublishStreamRequest.SerializeToString,
+                response_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.PublishStreamAck.FromString,
+                _registered_method=True)
 
 
 class EventsServicer:
@@ -280,6 +285,15 @@ class EventsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishStream(self, request_iterator, context):
+        """Pipelined publishing (docs/grpc.md#publishstream): each request is a PublishEvents batch, answered by one
+        ack, in request order, once its transaction has committed. A refused request fails alone (its ack carries the
+        error); the stream goes on. The token is checked once, when the stream opens; its grants for every request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +311,11 @@ def add_EventsServicer_to_server(servicer, server):
                     servicer.StreamEvents,
                     request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.StreamEventsRequest.FromString,
                     response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.Event.SerializeToString,
+            ),
+            'PublishStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PublishStream,
+                    request_deserializer=eventrelay_dot_v1_dot_eventrelay__pb2.PublishStreamRequest.FromString,
+                    response_serializer=eventrelay_dot_v1_dot_eventrelay__pb2.PublishStreamAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -380,6 +399,33 @@ class Events:
             '/eventrelay.v1.Events/StreamEvents',
             eventrelay_dot_v1_dot_eventrelay__pb2.StreamEventsRequest.SerializeToString,
             eventrelay_dot_v1_dot_eventrelay__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/eventrelay.v1.Events/PublishStream',
+            eventrelay_dot_v1_dot_eventrelay__pb2.PublishStreamRequest.SerializeToString,
+            eventrelay_dot_v1_dot_eventrelay__pb2.PublishStreamAck.FromString,
             options,
             channel_credentials,
             insecure,
