@@ -2,9 +2,14 @@
 (order), many streams at once, on a bounded pool of PostgreSQL connections (docs/webhooks.md "Concurrency").
 Receivers here answer after 100 ms or 1 s; the tests assert counts, order and connections, and print the rate."""
 
+import bisect
+import itertools
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -46,6 +51,76 @@ def rate(receiver: Receiver) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
 
 
+class CpuSampler:
+    """The CPU seconds (user + system, from /proc) a process has used, sampled every 20 ms, so the CPU it spent
+    between two instants (the first and the last delivery) can be read afterwards."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.samples.append((time.monotonic(), self._cpu_seconds()))
+            except OSError:
+                return
+            self.stopped.wait(0.02)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def between(self, start: float, end: float) -> float:
+        times = [at for at, _ in self.samples]
+        first = self.samples[max(bisect.bisect_right(times, start) - 1, 0)][1]
+        last = self.samples[min(bisect.bisect_left(times, end), len(self.samples) - 1)][1]
+        return last - first
+
+
+@contextmanager
+def cpu_of(pid: int) -> Iterator[CpuSampler]:
+    sampler = CpuSampler(pid)
+    try:
+        yield sampler
+    finally:
+        sampler.stop()
+
+
+def turnaround(receiver: Receiver) -> str:
+    """Per stream, the time from one request reaching the receiver to the next one reaching it, less the receiver's
+    latency: what each event costs the stream besides the receiver's answer (the ack's record, the next send)."""
+    gaps: list[float] = []
+    by_topic: dict[str, list[float]] = {}
+    for request in receiver.requests:
+        by_topic.setdefault(request.topic, []).append(request.at)
+    for times in by_topic.values():
+        times.sort()
+        gaps += [later - earlier - receiver.latency for earlier, later in itertools.pairwise(times)]
+    gaps.sort()
+    if not gaps:
+        return "no stream had two requests"
+    return (
+        f"between a stream's requests {1000 * gaps[len(gaps) // 2]:.1f} ms (p50), "
+        f"{1000 * gaps[len(gaps) * 9 // 10]:.1f} ms (p90) besides the receiver's latency"
+    )
+
+
+def cpu_figures(receiver: Receiver, sampler: CpuSampler) -> str:
+    """The worker's CPU per delivery and cores used between the first and the last request the receiver got."""
+    times = sorted(request.at for request in receiver.requests)
+    cpu = sampler.between(times[0], times[-1])
+    return f"worker CPU {1000 * cpu / len(times):.2f} ms per delivery, {cpu / (times[-1] - times[0]):.2f} cores"
+
+
 @pytest.fixture
 def slow_receiver() -> Any:
     server = Receiver(latency=0.1)
@@ -61,15 +136,17 @@ def test_one_worker_delivers_64_slow_streams_at_once_in_order(
     create_destination(name="slow", url=slow_receiver.url, topic=topic)
     published = publish_streams(admin, topic, 64, 20)
 
-    start(CeleryWorker, name="concurrency_worker")
-    wait_until(lambda: delivered(slow_receiver, topic, published), 180, "1,280 deliveries")
+    worker = start(CeleryWorker, name="concurrency_worker")
+    with cpu_of(worker.process.pid) as sampler:
+        wait_until(lambda: delivered(slow_receiver, topic, published), 180, "1,280 deliveries")
 
     for topic_id, offsets in published.items():
         assert slow_receiver.offsets(f"{topic}:{topic_id}") == offsets, f"stream {topic}:{topic_id}"
     assert len(slow_receiver.requests) == 64 * 20
     print(
         f"64 streams x 20 events, receiver 100 ms, one worker: {rate(slow_receiver):.0f} deliveries/s, "
-        f"{slow_receiver.most_in_flight} requests in flight at most"
+        f"{slow_receiver.most_in_flight} requests in flight at most, {cpu_figures(slow_receiver, sampler)}, "
+        f"{turnaround(slow_receiver)}"
     )
     assert slow_receiver.most_in_flight > 1  # more than one stream at a time
 
@@ -84,19 +161,23 @@ def test_a_thousand_streams_at_one_second_share_the_workers_connection_pool(
         create_destination(name="second", url=receiver.url, topic=topic)
         published = publish_streams(admin, topic, 1000, 3)
         application = f"hooks-pool-{os.getpid()}"
-        start(CeleryWorker, name="pool_worker", env={"ER_DB_APPLICATION_NAME": application, "ER_DB_POOL": "10"})
+        worker = start(
+            CeleryWorker, name="pool_worker", env={"ER_DB_APPLICATION_NAME": application, "ER_DB_POOL": "10"}
+        )
 
         most = 0
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not delivered(receiver, topic, published):
-            most = max(most, connections_of(application))
-            time.sleep(0.2)
+        with cpu_of(worker.process.pid) as sampler:
+            while time.monotonic() < deadline and not delivered(receiver, topic, published):
+                most = max(most, connections_of(application))
+                time.sleep(0.2)
         assert delivered(receiver, topic, published), "3,000 deliveries"
         for topic_id, offsets in published.items():
             assert receiver.offsets(f"{topic}:{topic_id}") == offsets, f"stream {topic}:{topic_id}"
         print(
             f"1,000 streams x 3 events, receiver 1 s, one worker: {rate(receiver):.0f} deliveries/s, "
-            f"{receiver.most_in_flight} in flight at most, {most} PostgreSQL connections at most"
+            f"{receiver.most_in_flight} in flight at most, {most} PostgreSQL connections at most, "
+            f"{cpu_figures(receiver, sampler)}, {turnaround(receiver)}"
         )
         assert 0 < most <= 10
         assert receiver.most_in_flight > 100

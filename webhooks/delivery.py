@@ -9,29 +9,35 @@ is conditional on still holding the lease, so a worker whose lease expired canno
 another worker now owns.
 """
 
+import functools
 import json
 import logging
 import random
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import certifi
 import requests
-import requests.adapters
+import urllib3
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, ProgrammingError, connection, models, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from urllib3 import exceptions as http_errors
 
 from eventrelay import metrics, ratelimit
 from eventrelay.db import release_connection
 from eventrelay.errors import NotFound
 from events.canonical import StoredEvent, canonical_json
 from events.services import read_stream_events
+from events.storage import row_to_event
 from topics import tables
 from topics.models import Topic
 from webhooks import scheduling, signing, ssrf
@@ -43,25 +49,36 @@ USER_AGENT = "EventRelay/0.1"
 READ_BATCH = 100
 # Retries sooner than this are queued as delayed Celery messages; later ones are left to the sweep.
 COUNTDOWN_LIMIT_S = 10
+# How long this process trusts what Redis last said about a destination's 429 hold before asking again (a hold this
+# process sets is known at once): another process's hold holds back this one's streams this much later at most.
+HOLD_RECHECK_S = 0.5
+# What requests sends unless told otherwise, kept so a receiver sees the same request as before the engine sent
+# through urllib3 directly (the encodings are the ones urllib3 can decode).
+DEFAULT_HEADERS = {
+    "Accept": "*/*",
+    "Accept-Encoding": urllib3.util.make_headers(accept_encoding=True)["accept-encoding"],
+    "Connection": "keep-alive",
+}
 
-_session: requests.Session | None = None
-_session_lock = threading.Lock()
+_pools: urllib3.PoolManager | None = None
+_pools_lock = threading.Lock()
 
 
-def http_session() -> requests.Session:
-    """One session per worker process, shared by its delivery threads: keeps connections to receivers alive between
-    events, up to one per delivery in flight for each origin."""
-    global _session
-    with _session_lock:
-        if _session is None:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=100, pool_maxsize=max(settings.ER_WEBHOOK_CONCURRENCY, 10)
+def http_pools() -> urllib3.PoolManager:
+    """One pool manager per worker process, shared by its delivery threads: keeps connections to receivers alive
+    between events, up to one per delivery in flight for each origin. Certificates are checked against certifi's
+    bundle, the one requests uses."""
+    global _pools
+    with _pools_lock:
+        if _pools is None:
+            _pools = urllib3.PoolManager(
+                num_pools=100,
+                maxsize=max(settings.ER_WEBHOOK_CONCURRENCY, 10),
+                retries=False,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=certifi.where(),
             )
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            _session = session
-        return _session
+        return _pools
 
 
 # --- HTTP -------------------------------------------------------------------------------------------
@@ -78,8 +95,33 @@ class Outcome:
     duration_ms: int = 0
 
 
+@dataclass(frozen=True)
+class RequestLine:
+    """How a destination URL is sent: the URL as requests prepares it (the one whose host ``ssrf.connect_target``
+    checks), the request target (path and query, never the fragment) and the basic credentials of its user
+    information, as requests would send them."""
+
+    url: str
+    target: str
+    authorization: str | None
+
+
+@functools.lru_cache(maxsize=4096)
+def request_line(url: str) -> RequestLine:
+    """``url`` prepared as requests prepares it (remembered per URL: it depends on the text alone). Call only after
+    ``ssrf.check_url`` accepted it."""
+    prepared = requests.Request("POST", url).prepare()
+    authorization = prepared.headers.get("Authorization")
+    return RequestLine(
+        prepared.url or url, prepared.path_url, authorization if isinstance(authorization, str) else None
+    )
+
+
 def post_event(destination: Destination, event: StoredEvent) -> Outcome:
-    """POST one event, signed. Any 2xx acknowledges; 410 means gone; anything else is a failure."""
+    """POST one event, signed. Any 2xx acknowledges; 410 means gone; anything else is a failure.
+
+    Sent with urllib3 directly, as requests would send it (the same prepared URL, headers and basic credentials),
+    without what requests adds per request on top of it; redirects are never followed and nothing is retried."""
     started = time.monotonic()
     try:
         ssrf.check_url(destination.url, allow_private=settings.ER_WEBHOOK_ALLOW_PRIVATE)
@@ -87,6 +129,7 @@ def post_event(destination: Destination, event: StoredEvent) -> Outcome:
         return Outcome(ok=False, error=f"refused: {exc}")
     timeout = destination.effective_timeout_seconds
     try:
+        line = request_line(destination.url)
         # The stored JSON text, spliced (never parsed): an event no parser can read back is sent all the same.
         body = canonical_json(event).encode()
         headers = signing.webhook_headers(
@@ -97,10 +140,25 @@ def post_event(destination: Destination, event: StoredEvent) -> Outcome:
             USER_AGENT,
             previous_secret=destination.signing_previous_secret(),
         )
-        response = http_session().post(
-            destination.url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+        headers = {**DEFAULT_HEADERS, **headers}
+        if line.authorization:
+            headers["Authorization"] = line.authorization
+        response = (
+            http_pools()
+            .connection_from_url(line.url)
+            .urlopen(
+                "POST",
+                line.target,
+                body=body,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                preload_content=False,
+            )
         )
-    except requests.RequestException as exc:
+    except (http_errors.HTTPError, OSError) as exc:
         return Outcome(
             ok=False, error=request_error_in_words(exc, destination.url, timeout), duration_ms=_ms_since(started)
         )
@@ -112,8 +170,9 @@ def post_event(destination: Destination, event: StoredEvent) -> Outcome:
     try:
         text = _read_capped(response)
     finally:
-        response.close()
-    status = response.status_code
+        # Back to the pool for the next request when the whole body was read; closed when it was cut short.
+        response.release_conn()
+    status = response.status
     outcome = Outcome(
         ok=200 <= status < 300,
         status=status,
@@ -126,7 +185,7 @@ def post_event(destination: Destination, event: StoredEvent) -> Outcome:
     return outcome
 
 
-def request_error_in_words(error: requests.RequestException, url: str, timeout: float) -> str:
+def request_error_in_words(error: BaseException, url: str, timeout: float) -> str:
     """What went wrong with a request, as an operator would say it ("connection refused by 127.0.0.1:18999",
     "timed out after 10 s"), not a library's repr of nested exceptions."""
     parts = urlsplit(url)
@@ -138,37 +197,50 @@ def request_error_in_words(error: requests.RequestException, url: str, timeout: 
         cause = (
             cause.__cause__
             or cause.__context__
-            or (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
+            or next((arg for arg in cause.args if isinstance(arg, BaseException)), None)
         )
     text = " ".join(str(c) for c in causes)
-    if isinstance(error, requests.ConnectTimeout):
+    # (urllib3's NewConnectionError is a ConnectTimeoutError too, for history's sake: it is a failed connection.)
+    if isinstance(error, http_errors.ConnectTimeoutError) and not isinstance(error, http_errors.NewConnectionError):
         return f"connecting to {where} timed out after {timeout:g} s"
-    if isinstance(error, requests.Timeout):
+    if isinstance(error, (http_errors.ReadTimeoutError, TimeoutError)):
         return f"timed out after {timeout:g} s waiting for {where} to answer"
     if any(isinstance(c, ConnectionRefusedError) for c in causes) or "Connection refused" in text:
         return f"connection refused by {where}"
     if any(isinstance(c, ConnectionResetError) for c in causes) or "Connection reset" in text:
         return f"connection reset by {where}"
-    if isinstance(error, requests.exceptions.SSLError):
+    if isinstance(error, http_errors.SSLError):
         return f"TLS handshake with {where} failed"
-    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+    if (
+        isinstance(error, http_errors.NameResolutionError)
+        or "Name or service not known" in text
+        or "nodename nor servname" in text
+        or "getaddrinfo" in text
+    ):
         return f"cannot resolve {parts.hostname}"
-    if isinstance(error, requests.ConnectionError):
+    if isinstance(error, (http_errors.NewConnectionError, http_errors.ProtocolError, OSError)):
         return f"connection to {where} failed: {str(error)[:300]}"
     return f"request to {where} failed: {str(error)[:300]}"
 
 
-def _read_capped(response: requests.Response) -> str:
+def _read_capped(response: urllib3.BaseHTTPResponse) -> str:
+    """At most ER_WEBHOOK_RESPONSE_BODY_BYTES of the body, decoded. A body not read to its end (longer, or broken
+    off) leaves its connection closed, so the next request never reads the rest of it as its answer."""
     limit = settings.ER_WEBHOOK_RESPONSE_BODY_BYTES
     chunks, size = [], 0
+    finished = False
     try:
-        for chunk in response.iter_content(chunk_size=1024):
+        for chunk in response.stream(1024, decode_content=True):
             chunks.append(chunk)
             size += len(chunk)
             if size >= limit:
                 break
-    except requests.RequestException:
+        else:
+            finished = True
+    except (http_errors.HTTPError, OSError):
         pass
+    if not finished:
+        response.close()
     return b"".join(chunks)[:limit].decode("utf-8", errors="replace")
 
 
@@ -201,23 +273,125 @@ def backoff_seconds(destination: Destination, attempts: int, retry_after_s: floa
 # --- Streams ----------------------------------------------------------------------------------------
 
 
-def claim(stream_id: int, owner: str, lease_seconds: float) -> bool:
-    """Take the stream's lease if it is free (or expired) and the stream is due."""
+def _quoted(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _field(model: type[models.Model], name: str) -> "models.Field[Any, Any]":
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return field
+
+
+def _column(model: type[models.Model], name: str) -> str:
+    return connection.ops.quote_name(_field(model, name).column)
+
+
+@functools.cache
+def _columns(model: type[models.Model], alias: str) -> str:
+    return ", ".join(f"{alias}.{connection.ops.quote_name(field.column)}" for field in model._meta.concrete_fields)
+
+
+M = TypeVar("M", bound=models.Model)
+Converter = Callable[[Any, Any, Any], Any]
+
+
+@functools.cache
+def _converters(model: type[models.Model]) -> list[tuple[Any, list[Converter]]]:
+    """Per concrete field of ``model``, the expression and the converters the ORM applies to its column's value."""
+    table = model._meta.db_table
+    per_field = []
+    for field in model._meta.concrete_fields:
+        column = field.get_col(table)
+        per_field.append((column, [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]))
+    return per_field
+
+
+def _instance(model: type[M], values: Sequence[Any]) -> M:
+    """A model instance from the values of :func:`_columns`, converted as the ORM converts them."""
+    converted = []
+    for value, (column, converters) in zip(values, _converters(model), strict=True):
+        for converter in converters:
+            value = converter(value, column, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [field.attname for field in model._meta.concrete_fields], converted)
+
+
+def claim(stream_id: int, owner: str, lease_seconds: float | None) -> bool:
+    """Take the stream's lease if it is free (or expired), its destination is active and the stream is due. The
+    lease lasts ``lease_seconds``, or with None the destination's request timeout plus ER_WEBHOOK_LEASE_MARGIN_S
+    (:func:`lease_seconds_for`), read in the same statement."""
     now = timezone.now()
-    # Every condition is on the stream row itself, so PostgreSQL re-checks it on the row version a
-    # concurrent claim has just committed, and two workers can never both get the lease. (``due()``
-    # joins the destination, and Django turns an UPDATE through a join into ``id IN (subquery)``,
-    # whose lease condition is not re-checked: two claims could both succeed and both send.)
-    claimed = (
-        DeliveryStream.objects.unleased(now)
-        .filter(
-            pk=stream_id,
-            next_attempt_at__lte=now,
-            destination_id__in=Destination.objects.filter(active=True).values("pk"),
+    streams, destinations = _quoted(DeliveryStream), _quoted(Destination)
+    # Every condition on the lease is on the stream row itself, so PostgreSQL re-checks it on the row version a
+    # concurrent claim has just committed, and two workers can never both get the lease. (An UPDATE through a
+    # join, as Django writes one, is "id IN (subquery)", whose lease condition is not re-checked: two claims
+    # could both succeed and both send.)
+    # The claim also turns synchronous_commit off for its connection's session (with the worker's pool, every
+    # pooled connection once it has claimed a stream), where the delivery's bookkeeping is recorded: attempt rows
+    # and cursors need not wait for their WAL flush, since a database crash can only lose the last moments of them,
+    # which means re-sending (at least once), never skipping. Events themselves are always committed synchronously
+    # by publish (another process).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {streams} SET lease_owner = %s, enqueued_at = NULL, lease_expires_at = %s + make_interval("
+            f"  secs => COALESCE(%s::float8, (SELECT COALESCE(NULLIF(d.timeout_seconds, 0), %s) + %s"
+            f"    FROM {destinations} d WHERE d.id = {streams}.destination_id)))"
+            f" WHERE id = %s AND (lease_expires_at IS NULL OR lease_expires_at < %s) AND next_attempt_at <= %s"
+            f"  AND destination_id IN (SELECT id FROM {destinations} WHERE active)"
+            f" RETURNING set_config('synchronous_commit', 'off', false)",
+            [
+                *(owner, now, lease_seconds, settings.ER_WEBHOOK_TIMEOUT_S, settings.ER_WEBHOOK_LEASE_MARGIN_S),
+                *(stream_id, now, now),
+            ],
         )
-        .update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds), enqueued_at=None)
+        return cursor.rowcount == 1
+
+
+@dataclass
+class Claimed:
+    """A stream this process holds the lease of, its destination, and its topic's row as read with them (its
+    primary key and last offset; None once the topic is deleted)."""
+
+    stream: DeliveryStream
+    destination: Destination
+    topic_pk: int | None
+    head: int | None
+
+
+@functools.cache
+def _claimed_sql() -> str:
+    pk, name, last_offset = (_column(Topic, field) for field in ("id", "name", "last_offset"))
+    return (
+        f"SELECT {_columns(DeliveryStream, 's')}, {_columns(Destination, 'd')}, t.{pk}, t.{last_offset}"
+        f" FROM {_quoted(DeliveryStream)} s JOIN {_quoted(Destination)} d ON d.id = s.destination_id"
+        f" LEFT JOIN {_quoted(Topic)} t ON t.{name} = d.topic_name"
+        f" WHERE s.id = %s AND s.lease_owner = %s"
     )
-    return claimed == 1
+
+
+def _topic_row(topic_name: str) -> tuple[int, int] | None:
+    """The topic's primary key and last offset (None: no such topic): what
+    ``Topic.objects.filter(name=...).values_list("pk", "last_offset").first()`` reads, in SQL written once."""
+    pk, name, last_offset = (_column(Topic, field) for field in ("id", "name", "last_offset"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {pk}, {last_offset} FROM {_quoted(Topic)} WHERE {name} = %s", [topic_name])
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _claimed(stream_id: int, owner: str) -> Claimed | None:
+    """The stream this process holds the lease of, with its destination and topic row, in one statement (None:
+    gone, or no longer ours)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_claimed_sql(), [stream_id, owner])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(DeliveryStream._meta.concrete_fields)
+    stream, destination = _instance(DeliveryStream, row[:split]), _instance(Destination, row[split:-2])
+    stream.destination = destination
+    return Claimed(stream, destination, *row[-2:])
 
 
 def _mine(stream_id: int, owner: str) -> QuerySet[DeliveryStream]:
@@ -225,7 +399,17 @@ def _mine(stream_id: int, owner: str) -> QuerySet[DeliveryStream]:
 
 
 def release(stream_id: int, owner: str, **changes: object) -> bool:
-    return _mine(stream_id, owner).update(lease_owner="", lease_expires_at=None, **changes) == 1
+    """Give the lease up, with ``changes`` to the stream's fields in the same statement; False if it was not ours."""
+    fields = [_field(DeliveryStream, name) for name in changes]
+    assignments = "".join(f", {connection.ops.quote_name(field.column)} = %s" for field in fields)
+    values = [field.get_db_prep_save(value, connection) for field, value in zip(fields, changes.values(), strict=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_quoted(DeliveryStream)} SET lease_owner = '', lease_expires_at = NULL{assignments}"
+            f" WHERE id = %s AND lease_owner = %s",
+            [*values, stream_id, owner],
+        )
+        return cursor.rowcount == 1
 
 
 def lease_seconds_for(destination: Destination) -> float:
@@ -250,26 +434,17 @@ def deliver_stream(stream_id: int) -> str:
     cursor. Returns what happened (for logs and tests).
     """
     owner = uuid.uuid4().hex
-    stream = DeliveryStream.objects.select_related("destination").filter(pk=stream_id).first()
-    if stream is None:
-        return "gone"
-    seconds = lease_seconds_for(stream.destination)
-    if not claim(stream_id, owner, seconds):
-        return "not claimed"
-    lease = Lease(owner=owner, seconds=seconds, renewed_at=time.monotonic())
+    if not claim(stream_id, owner, None):  # (None: the lease its destination's timeout asks for)
+        return "not claimed" if DeliveryStream.objects.filter(pk=stream_id).exists() else "gone"
+    renewed_at = time.monotonic()
     try:
-        # Read the stream again now that it is ours: the row read above may predate another worker's
-        # deliveries (it delivered and released in between), and sending from that cursor would re-send
+        # Read the stream once it is ours (never before the claim): a row read earlier may predate another
+        # worker's deliveries (it delivered and released in between), and sending from that cursor would re-send
         # them and move the cursor back.
-        stream = DeliveryStream.objects.select_related("destination").filter(pk=stream_id).first()
-        if stream is None:
+        claimed = _claimed(stream_id, owner)
+        if claimed is None:
             return "gone"  # deleted with its topic right after the claim
-        with connection.cursor() as cursor:
-            # Delivery bookkeeping (attempt rows, cursors) need not wait for its WAL flush: a database
-            # crash can only lose the last moments of it, which means re-sending (at least once), never
-            # skipping. Events themselves are always committed synchronously by publish.
-            cursor.execute("SET synchronous_commit TO OFF")
-        return _work(stream, stream.destination, lease)
+        return _work(claimed, Lease(owner, lease_seconds_for(claimed.destination), renewed_at))
     except NotFound:
         release(stream_id, owner, last_error="topic no longer exists")
         return "topic deleted"
@@ -282,7 +457,7 @@ def deliver_stream(stream_id: int) -> str:
         return "lease lost"
     except BaseException:
         # The lease would expire by itself, but only after the whole lease: release now so the sweep can retry
-        # sooner, even when what failed was the database connection itself (the re-read or the SET above too).
+        # sooner, even when what failed was the database connection itself (the read above too).
         _release_after_error(stream_id, owner)
         raise
 
@@ -303,25 +478,37 @@ def _release_after_error(stream_id: int, owner: str) -> None:
             connection.close()
 
 
-def _work(stream: DeliveryStream, destination: Destination, lease: Lease) -> str:
+def _events_after(destination: Destination, stream: DeliveryStream, after: int, limit: int) -> list[StoredEvent]:
+    """The stream's next events (what ``read_stream_events`` reads, without its check that the topic exists: the
+    caller has just read the topic's row)."""
+    sql, params = tables.page_query(destination.topic_name, stream.topic_id, after=after, limit=limit)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+    except ProgrammingError:
+        # The topic's table was dropped after its row was read.
+        raise NotFound("topic no longer exists") from None
+    return [row_to_event(destination.topic_name, row) for row in rows]
+
+
+def _work(claimed: Claimed, lease: Lease) -> str:
+    stream, destination = claimed.stream, claimed.destination
     names = set(destination.event_names or ())
-    topic_pk = None
+    topic_pk = claimed.topic_pk
+    # The topic's row, first as read with the stream, then read again before each further batch.
+    row: tuple[int, int] | None = None
+    if claimed.topic_pk is not None and claimed.head is not None:
+        row = (claimed.topic_pk, claimed.head)
     while True:
-        row = Topic.objects.filter(name=destination.topic_name).values_list("pk", "last_offset").first()
         if row is None:
             raise NotFound("topic no longer exists")
-        if topic_pk is not None and row[0] != topic_pk:
+        if row[0] != topic_pk:
             # Deleted and created again while this stream was being worked: the deletion ended this stream (and
             # started the destination over), so these offsets are another topic's.
             return "lease lost"
-        topic_pk, head = row
-        events = read_stream_events(destination.topic_name, stream.topic_id, after=stream.last_offset, limit=READ_BATCH)
-        if not events:
-            # Nothing of this topic id up to the head read before the query: move the cursor there,
-            # so "behind" (cursor < topic head) stays a precise signal for the sweep.
-            if release(stream.pk, lease.owner, last_offset=max(stream.last_offset, head)):
-                _requeue_if_more(stream)
-            return "drained"
+        head = row[1]
+        events = _events_after(destination, stream, stream.last_offset, READ_BATCH)
         for event in events:
             if names and event.name not in names:
                 if not _advance(stream, lease.owner, event.offset):
@@ -330,6 +517,15 @@ def _work(stream: DeliveryStream, destination: Destination, lease: Lease) -> str
             result = _attempt(stream, destination, lease, event)
             if result != "delivered":
                 return result
+        if len(events) < READ_BATCH:
+            # That was every event of this topic id up to the head read before them (a publish commits its events
+            # with the head), so none is left up to it: move the cursor there, so "behind" (cursor < topic head)
+            # stays a precise signal for the sweep, without reading the stream again to find it empty.
+            released_at = max(stream.last_offset, head)
+            if release(stream.pk, lease.owner, last_offset=released_at):
+                _requeue_if_more(stream, destination, released_at)
+            return "drained"
+        row = _topic_row(destination.topic_name)
 
 
 def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, event: StoredEvent) -> str:
@@ -387,7 +583,7 @@ def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, eve
     delay = backoff_seconds(destination, attempts, outcome.retry_after_s)
     if outcome.status == 429:
         # The receiver asked the destination to slow down, not this stream alone: every stream of it waits.
-        ratelimit.hold(f"webhook:{destination.pk}", delay)
+        _holds.hold(f"webhook:{destination.pk}", delay)
     release(
         stream.pk,
         owner,
@@ -454,12 +650,15 @@ def _advance(stream: DeliveryStream, owner: str, offset: int, *, last_error: str
     return True
 
 
-def _requeue_if_more(stream: DeliveryStream) -> None:
-    """Close the race with a wake-up that found the lease taken just before it was released."""
-    destination = stream.destination
-    fresh = DeliveryStream.objects.get(pk=stream.pk)
-    if read_stream_events(destination.topic_name, stream.topic_id, after=fresh.last_offset, limit=1):
-        enqueue([fresh.pk])
+def _requeue_if_more(stream: DeliveryStream, destination: Destination, released_at: int) -> None:
+    """Close the race with a wake-up that found the lease taken just before it was released: read (after the
+    release committed) whether an event came after the cursor it was released with."""
+    try:
+        more = _events_after(destination, stream, released_at, 1)
+    except NotFound:
+        return
+    if more:
+        enqueue([stream.pk])
 
 
 # --- Waking and sweeping ----------------------------------------------------------------------------
@@ -472,19 +671,31 @@ def discover_streams(destination: Destination, up_to: int | None = None) -> None
         return
     head = up_to
     if head is None:
-        head = Topic.objects.filter(name=destination.topic_name).values_list("last_offset", flat=True).first()
+        row = _topic_row(destination.topic_name)
+        head = None if row is None else row[1]
     if head is None or head <= destination.scanned_offset:
         return
-    topic_ids = tables.topic_ids_between(destination.topic_name, after=destination.scanned_offset, up_to=head)
-    DeliveryStream.objects.bulk_create(
-        [
-            DeliveryStream(destination=destination, topic_id=tid, last_offset=destination.start_offset)
-            for tid in topic_ids
-        ],
-        ignore_conflicts=True,
-    )
-    Destination.objects.filter(pk=destination.pk, scanned_offset__lt=head).update(scanned_offset=head)
-    destination.scanned_offset = head
+    with transaction.atomic():
+        # The destination's row stays locked until the streams are in: wake-ups that arrive together (a worker
+        # starting on a backlog of them) wait here and then find the offsets scanned, instead of each scanning the
+        # same offsets and inserting the same streams.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT scanned_offset FROM {_quoted(Destination)} WHERE id = %s FOR UPDATE", [destination.pk]
+            )
+            row = cursor.fetchone()
+        scanned = head if row is None else row[0]
+        if scanned < head:
+            topic_ids = tables.topic_ids_between(destination.topic_name, after=scanned, up_to=head)
+            DeliveryStream.objects.bulk_create(
+                [
+                    DeliveryStream(destination=destination, topic_id=tid, last_offset=destination.start_offset)
+                    for tid in topic_ids
+                ],
+                ignore_conflicts=True,
+            )
+            Destination.objects.filter(pk=destination.pk).update(scanned_offset=head)
+    destination.scanned_offset = max(scanned, head)
 
 
 def enqueue(stream_ids: list[int]) -> None:
@@ -498,17 +709,50 @@ def enqueue(stream_ids: list[int]) -> None:
 
 def wake_topic(topic_name: str, topic_ids: list[str] | None = None) -> int:
     """After a publish: make sure every matching destination has its streams, and queue the due ones
-    that are not already queued. With ``topic_ids`` (what the publish touched), only those streams."""
+    that are not already queued. With ``topic_ids`` (what the publish touched), only those streams.
+
+    Runs once per publish (a wake-up each), so in a few fixed statements written as SQL: the topic's head, the
+    active destinations, and per destination the streams marked queued in the statement that picks them (a wake-up
+    running beside this one cannot pick them too)."""
+    row = _topic_row(topic_name)
+    if row is None:
+        return 0
+    head = row[1]
     queued = 0
-    for destination in Destination.objects.for_topic(topic_name).active():
-        discover_streams(destination)
-        streams = destination.streams.due().behind().filter(enqueued_at__isnull=True)
-        if topic_ids is not None:
-            streams = streams.filter(topic_id__in=topic_ids)
-        ids = list(streams.values_list("pk", flat=True))
-        enqueue(ids)
+    for destination in _active_destinations(topic_name):
+        discover_streams(destination, up_to=head)
+        ids = _mark_queued(destination, head, topic_ids)
+        for stream_id in ids:
+            scheduling.queue_delivery(stream_id)
         queued += len(ids)
     return queued
+
+
+def _active_destinations(topic_name: str) -> list[Destination]:
+    """``Destination.objects.for_topic(topic_name).active()``, in SQL written once."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_columns(Destination, 'd')} FROM {_quoted(Destination)} d"
+            f" WHERE d.topic_name = %s AND d.active ORDER BY d.id",
+            [topic_name],
+        )
+        return [_instance(Destination, row) for row in cursor.fetchall()]
+
+
+def _mark_queued(destination: Destination, head: int, topic_ids: list[str] | None) -> list[int]:
+    """Mark queued, and return, the destination's streams that are due, behind ``head`` and not queued yet (of
+    ``topic_ids`` only, when given): ``destination.streams.due().behind().filter(enqueued_at__isnull=True)``."""
+    now = timezone.now()
+    only = "" if topic_ids is None else " AND topic_id = ANY(%s)"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_quoted(DeliveryStream)} SET enqueued_at = %s"
+            f" WHERE destination_id = %s AND enqueued_at IS NULL AND next_attempt_at <= %s"
+            f" AND (lease_expires_at IS NULL OR lease_expires_at < %s) AND last_offset < %s{only}"
+            f" RETURNING id",
+            [now, destination.pk, now, now, head, *([list(topic_ids)] if topic_ids is not None else [])],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def sweep() -> int:
@@ -571,17 +815,52 @@ def redeliver_in_order(undeliverable_ids: list[int]) -> int:
     return acknowledged
 
 
+class _Holds:
+    """What this process knows of each destination's 429 hold (``ratelimit.hold``, in Redis, shared by every
+    process): until when it lasts, and when Redis was last asked. Redis is asked again once the answer is
+    HOLD_RECHECK_S old, so a delivery does not cost a Redis round trip when no receiver asked anyone to wait; a
+    hold this process sets is recorded here at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[float, float]] = {}  # key -> (asked at, held until), time.monotonic()
+
+    def held_for(self, key: str, *, fresh: bool = False) -> float:
+        now = time.monotonic()
+        with self._lock:
+            asked_at, held_until = self._known.get(key, (-HOLD_RECHECK_S, 0.0))
+        if fresh or now - asked_at >= HOLD_RECHECK_S:
+            answer = now + ratelimit.held_for(key)
+            with self._lock:
+                # A hold this process set while Redis was being asked is kept: the answer may predate it.
+                held_until = max(answer, self._known.get(key, (now, 0.0))[1])
+                self._known[key] = (now, held_until)
+        return max(held_until - now, 0.0)
+
+    def hold(self, key: str, seconds: float) -> None:
+        ratelimit.hold(key, seconds)
+        now = time.monotonic()
+        with self._lock:
+            self._known[key] = (now, now + seconds)
+
+
+_holds = _Holds()
+
+
 def _wait_for_turn(destination: Destination) -> float:
     """Wait until a request to ``destination`` may go: past what is left of a 429's hold, and within its
     ``max_per_second`` (every stream and worker of it share that budget, in Redis). Returns 0 once it may go, or
     the hold left when that is longer than a delivery thread should sleep (the stream is then retried later)."""
     key = f"webhook:{destination.pk}"
+    waited = False
     while True:
-        held = ratelimit.held_for(key)
+        # After a wait, Redis is asked again: the hold may have been extended meanwhile.
+        held = _holds.held_for(key, fresh=waited)
         if held > COUNTDOWN_LIMIT_S:
             return held
         if held > 0:
             time.sleep(held)
+            waited = True
             continue
         if not destination.max_per_second:
             return 0.0
@@ -589,6 +868,7 @@ def _wait_for_turn(destination: Destination) -> float:
         if wait == 0:
             return 0.0
         time.sleep(wait)
+        waited = True
 
 
 def _disable_gone(destination: Destination, offset: int) -> None:
