@@ -12,9 +12,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def table_bytes() -> int:
-    """The pending table with its indexes, on disk."""
+    """The pending table's rows on disk. (Not its indexes: an emptied index page is reused only once no
+    transaction of any database on the server is older than its deletion, so under other work it lags a vacuum.)"""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_total_relation_size(%s::regclass)", [vacuum.PENDING])
+        cursor.execute("SELECT pg_relation_size(%s::regclass)", [vacuum.PENDING])
         return int(cursor.fetchone()[0])
 
 
@@ -56,9 +57,9 @@ def test_with_beats_vacuum_between_rounds_the_table_stops_growing(admin, billing
         stats_now()
         assert vacuum.dead_rows() == 0
         sizes.append(table_bytes())
-    # Each round's rows and index entries go where an earlier round's were: two more rounds add a few pages (the
-    # free space and visibility maps), where without the vacuum each adds what the first took (the test below).
-    assert sizes[3] - sizes[1] < sizes[0] / 4, sizes
+    # Each round's rows go where an earlier round's were, where without the vacuum each round adds what the first
+    # took (the test below).
+    assert sizes[3] <= sizes[1], sizes
 
 
 def test_below_the_threshold_nothing_is_vacuumed_and_every_round_adds_to_the_table(admin, billing, settings) -> None:
