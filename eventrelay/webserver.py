@@ -11,6 +11,11 @@ gives a WebSocket application no back-pressure; the consumer (ws_api/consumers.p
 probe with ``ER_WS_MAX_BUFFER_BYTES`` to end a slow reader's subscriptions. Other servers (plain
 ``daphne``, ``runserver``, test servers) add no probe, and the consumer logs a warning saying so.
 
+It also carries ``scope["extensions"]["eventrelay.frame_writer"]`` (:class:`FrameWriter`): text frames
+encoded once (``encode``) and written to the connection as bytes (``write``), for a fan-out that sends
+the same frame to thousands of connections. ASGI's ``send`` builds each frame again for each of them,
+through asgiref, daphne and autobahn (whose every write also formats a debug line it then drops).
+
 The probe reads Twisted's and daphne's internals (:func:`missing_server_internals`); :class:`Server`
 refuses to start when an upgrade has removed one. Why it is built this way, what it counts, its
 thread safety and its caveats: docs/architecture.md, "Why the web server is what it is".
@@ -27,14 +32,16 @@ import os
 import sys
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeGuard
 
 import daphne.http_protocol
 import daphne.ws_protocol
 from autobahn.twisted.websocket import WebSocketServerFactory
+from autobahn.websocket.protocol import PreparedMessage
 from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
 from twisted.internet import abstract, reactor, tcp
@@ -49,6 +56,12 @@ access_logger = logging.getLogger("eventrelay.access")
 
 #: The key of the probe in a WebSocket scope's ``extensions``.
 TRANSPORT_BACKLOG = "eventrelay.transport_backlog"
+#: The key of the :class:`FrameWriter` in a WebSocket scope's ``extensions``.
+FRAME_WRITER = "eventrelay.frame_writer"
+# The factory's options (copied onto each protocol) under which a pre-encoded frame is what autobahn would send.
+_FRAME_OPTIONS = ("maskServerFrames", "autoFragmentSize")
+_ABSENT = object()
+_WS_OPEN = daphne.ws_protocol.WebSocketProtocol.STATE_OPEN
 
 # Walking down wrapping transports (TLS wraps TCP) stops after this many levels.
 _MAX_TRANSPORT_DEPTH = 8
@@ -152,6 +165,76 @@ class TransportBacklog:
         return f"<TransportBacklog of {self._protocol()!r}>"
 
 
+class FrameWriter:
+    """The ``scope["extensions"]["eventrelay.frame_writer"]`` of one WebSocket connection.
+
+    ``encode(text)`` is the text message's frame as it goes on the wire from this server (one frame,
+    unmasked, uncompressed: autobahn's own :class:`PreparedMessage` encoding), the same bytes for every
+    connection, so a caller encodes a frame once and writes it to many. ``write(frames)`` writes one or
+    more encoded frames to this connection, in order with everything else sent on it, and says whether
+    it could (False once the WebSocket is no longer open: what is not sent then is dropped, as autobahn
+    drops frames sent while closing). ``usable`` says whether the connection takes pre-encoded frames at
+    all (not when it negotiated compression, or the factory masks or fragments server frames): check it
+    once the connection is accepted. ``backlog()`` is :class:`TransportBacklog`'s figure without the thread
+    hop: the writer is for the reactor thread only, where daphne runs the application (``write`` refuses any
+    other thread; ``backlog`` is asked before every write, so it does not check again).
+    """
+
+    __slots__ = ("_plain_tcp", "_protocol", "_thread_id")
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = weakref.ref(protocol)  # as TransportBacklog: the scope must not keep a dead connection
+        self._thread_id = threading.get_ident()
+        # The transport write_now sends through: its buffer is read here directly, the generic walk (TLS...)
+        # otherwise. (The fan-out asks once per frame batch of every subscriber.)
+        self._plain_tcp = _is_plain_tcp(getattr(protocol, "transport", None))
+
+    @staticmethod
+    def encode(text: str) -> bytes:
+        return PreparedMessage(text.encode("utf-8"), False, False, True).payloadHybi
+
+    @property
+    def usable(self) -> bool:
+        # Read from the connected protocol (autobahn sets these when the connection is made); a field an
+        # upgrade renamed reads as "not usable", and the application falls back to ASGI's send.
+        protocol = self._protocol()
+        return (
+            protocol is not None
+            and getattr(protocol, "_perMessageCompress", _ABSENT) is None
+            and getattr(protocol, "maskServerFrames", True) is False
+            and getattr(protocol, "autoFragmentSize", 1) == 0
+            and isinstance(getattr(protocol, "send_queue", None), deque)
+        )
+
+    def write(self, frames: bytes) -> bool:
+        if threading.get_ident() != self._thread_id:
+            raise RuntimeError("a FrameWriter is used on the reactor thread only")
+        protocol = self._protocol()
+        if protocol is None or protocol.state != _WS_OPEN:
+            return False
+        if protocol.send_queue:
+            # autobahn holds frames back (it does for sync or chopped writes only): queue behind them.
+            protocol.sendData(frames)
+        else:
+            protocol.transport.write(frames)
+        return True
+
+    def backlog(self) -> int:
+        protocol = self._protocol()
+        if protocol is None:
+            return 0
+        transport = protocol.transport
+        if not self._plain_tcp or protocol.send_queue or transport is None:
+            return transport_backlog(protocol)
+        # transport_backlog's figure for a plain TCP connection with nothing held back by autobahn.
+        if not transport.connected:
+            return 0
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+    def __repr__(self) -> str:
+        return f"<FrameWriter of {self._protocol()!r}>"
+
+
 def write_now(transport: Any, data: bytes) -> None:
     """``FileDescriptor.write`` that sends at once when nothing is queued, as asyncio transports do.
 
@@ -179,10 +262,14 @@ def write_now(transport: Any, data: bytes) -> None:
     type(transport).write(transport, data)
 
 
+def _is_plain_tcp(transport: Any) -> TypeGuard[tcp.Connection]:
+    # (TLS wraps the TCP transport and writes through it already.)
+    return isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen")
+
+
 def _send_frames_at_once(protocol: Any) -> None:
     transport = getattr(protocol, "transport", None)
-    # Plain TCP only (TLS wraps the TCP transport and writes through it already).
-    if isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen"):
+    if _is_plain_tcp(transport):
         transport.write = functools.partial(write_now, transport)  # type: ignore[method-assign]  # this instance only
 
 
@@ -335,6 +422,15 @@ def missing_server_internals() -> list[str]:
         missing.append("daphne.server.Server.create_application(self, protocol, scope)")
     need("daphne.cli.CommandLineInterface", lambda: DaphneCommandLineInterface, "server_class")
     need("daphne.ws_protocol.WebSocketProtocol", lambda: daphne.ws_protocol.WebSocketProtocol, "STATE_OPEN")
+    # FrameWriter: autobahn's frame encoding and the protocol fields that decide whether it applies.
+    need("autobahn's PreparedMessage", lambda: PreparedMessage(b"x", False, False, True), "payloadHybi")
+    need("daphne.ws_protocol.WebSocketFactory", lambda: daphne.ws_protocol.WebSocketFactory(None), *_FRAME_OPTIONS)
+    need("daphne.ws_protocol.WebSocketProtocol", lambda: daphne.ws_protocol.WebSocketProtocol, "sendData")
+    missing.extend(
+        f"autobahn's WebSocketProtocol.CONFIG_ATTRS['{option}']"
+        for option in _FRAME_OPTIONS
+        if option not in getattr(daphne.ws_protocol.WebSocketProtocol, "CONFIG_ATTRS", ())
+    )
     if "failByDrop" not in inspect.signature(WebSocketServerFactory.setProtocolOptions).parameters:
         missing.append("autobahn's WebSocketServerFactory.setProtocolOptions(failByDrop=...)")
     return missing
@@ -372,9 +468,9 @@ class AccessLog(AccessLogGenerator):
 
 
 class Server(daphne.server.Server):
-    """daphne's server, adding the ``eventrelay.transport_backlog`` probe to WebSocket scopes and
-    sending their frames without a reactor round trip (:func:`write_now`), with deadlines for slow
-    clients (:class:`RequestDeadlines`)."""
+    """daphne's server, adding the ``eventrelay.transport_backlog`` probe and the ``eventrelay.frame_writer``
+    to WebSocket scopes and sending their frames without a reactor round trip (:func:`write_now`), with
+    deadlines for slow clients (:class:`RequestDeadlines`)."""
 
     def run(self) -> None:
         require_server_internals()
@@ -403,7 +499,11 @@ class Server(daphne.server.Server):
             _send_frames_at_once(protocol)
             scope = {
                 **scope,
-                "extensions": {**(scope.get("extensions") or {}), TRANSPORT_BACKLOG: TransportBacklog(protocol)},
+                "extensions": {
+                    **(scope.get("extensions") or {}),
+                    TRANSPORT_BACKLOG: TransportBacklog(protocol),
+                    FRAME_WRITER: FrameWriter(protocol),
+                },
             }
         return super().create_application(protocol, scope)
 

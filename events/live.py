@@ -20,6 +20,12 @@ A :class:`Subscription` buffers at most ``ER_LIVE_BUFFER_EVENTS`` events; past t
 memory. :func:`subscribe` replays stored events from ``from_offset`` first and switches to live
 events at the feed's cursor, so the seam has no gap and no duplicate.
 
+The feed hands each notification's events to every subscription as one batch. A transport either
+iterates them one at a time (a task per subscription, woken per batch) or, with
+:meth:`LiveEvents.deliver`, gives the subscription a synchronous sink the feed calls directly: no queue,
+no task switch per subscriber, which is what lets one process fan an event out to thousands of them.
+A sink sees exactly what the iterator would (same order, same replay seam) and bounds its own buffer.
+
 The hub knows nothing about gRPC or WebSocket: transports iterate a subscription and serialize.
 """
 
@@ -28,10 +34,10 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -140,8 +146,14 @@ def _decode(topic_name: str, item: list[Any], committed_at: float | None) -> Sto
 # --- Subscribing side -------------------------------------------------------------------------------
 
 
+#: What :meth:`LiveEvents.deliver` hands events to: called synchronously, in offset order, with a batch (one or
+#: more events). It raises to end the subscription (an ``EventRelayError`` such as ``SlowConsumer`` is what the
+#: transport tells its client; anything else is a bug it reports as one).
+LiveSink = Callable[[Sequence[StoredEvent]], None]
+
+
 class Subscription:
-    """One subscriber's bounded queue of live events for one topic reference."""
+    """One subscriber's bounded queue of live events for one topic reference, or its sink (:meth:`deliver_to`)."""
 
     def __init__(self, feed: "TopicFeed", ref: TopicRef, live_from: int) -> None:
         self.feed = feed
@@ -153,15 +165,30 @@ class Subscription:
         self._queue: deque[StoredEvent] = deque()
         self._limit = settings.ER_LIVE_BUFFER_EVENTS
         self._wakeup = asyncio.Event()
-        self._error: EventRelayError | None = None
+        self._error: Exception | None = None
+        self._sink: LiveSink | None = None
 
     def offer(self, event: StoredEvent) -> None:
-        """Called by the feed, in offset order, for every event of the topic."""
-        if self._error is not None or event.offset <= self.delivered_through:
+        """One event of the topic (see :meth:`offer_batch`)."""
+        self.offer_batch((event,))
+
+    def offer_batch(self, events: Sequence[StoredEvent]) -> None:
+        """Called by the feed, in offset order, for every event of the topic (a notification's at a time)."""
+        if self._error is not None:
             return
-        if self.ref.id is not None and event.topic_id != self.ref.id:
+        through, ref_id = self.delivered_through, self.ref.id
+        mine: Sequence[StoredEvent]
+        if ref_id is None and events[0].offset > through:
+            mine = events  # the common case, left as the feed's own sequence: a sink may recognize it
+        else:
+            mine = [e for e in events if e.offset > through and (ref_id is None or e.topic_id == ref_id)]
+            if not mine:
+                return
+        sink = self._sink
+        if sink is not None:
+            self._deliver(sink, mine)
             return
-        if len(self._queue) >= self._limit:
+        if len(self._queue) + len(mine) > self._limit:
             self.fail(
                 SlowConsumer(
                     f"subscriber fell more than {self._limit} events behind on '{self.ref}'; "
@@ -169,13 +196,22 @@ class Subscription:
                 )
             )
             return
-        self._queue.append(event)
+        self._queue.extend(mine)
         self._wakeup.set()
 
-    def fail(self, error: EventRelayError) -> None:
+    def _deliver(self, sink: LiveSink, events: Sequence[StoredEvent]) -> None:
+        try:
+            sink(events)
+        except Exception as error:  # noqa: BLE001 - it ends this subscription only; the feed's others go on
+            self.fail(error)
+        else:
+            self.delivered_through = events[-1].offset
+
+    def fail(self, error: Exception) -> None:
         """End the subscription: the buffered events are dropped and the iterator raises ``error``."""
         if self._error is None:
             self._error = error
+            self._sink = None
             self._queue.clear()
             self.feed.detach(self)
             self._wakeup.set()
@@ -191,6 +227,23 @@ class Subscription:
                     return event
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    async def deliver_to(self, sink: LiveSink) -> NoReturn:
+        """Hand ``sink`` what is queued, then every later event as the feed dispatches it, until the subscription
+        ends: raises what ended it (cancelled: the sink is dropped at once)."""
+        try:
+            queued = [event for event in self._queue if event.offset > self.delivered_through]
+            self._queue.clear()
+            if self._error is None and queued:
+                self._deliver(sink, queued)
+            if self._error is None:
+                self._sink = sink
+            while self._error is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            raise self._error
+        finally:
+            self._sink = None
 
     @property
     def buffered(self) -> int:
@@ -211,7 +264,10 @@ class Watcher:
         self._error: EventRelayError | None = None
 
     def offer(self, event: StoredEvent) -> None:
-        if self.ref.id is None or event.topic_id == self.ref.id:
+        self.offer_batch((event,))
+
+    def offer_batch(self, events: Sequence[StoredEvent]) -> None:
+        if self.ref.id is None or any(event.topic_id == self.ref.id for event in events):
             self._wakeup.set()
 
     def nudge(self) -> None:
@@ -393,14 +449,24 @@ class TopicFeed:
     def _dispatch(self, events: list[StoredEvent]) -> None:
         # Synchronous on purpose: no await between advancing the cursor and offering, so an attach
         # (which reads the cursor) never falls between the two.
+        fresh: list[StoredEvent] = []
+        expected = self.cursor + 1
         for event in events:
-            if event.offset != self.cursor + 1:
-                if event.offset <= self.cursor:
+            if event.offset != expected:
+                if event.offset < expected:
                     continue
-                raise AssertionError(f"feed '{self.topic_name}' would skip from {self.cursor} to {event.offset}")
-            self.cursor = event.offset
+                self._offer(fresh)
+                raise AssertionError(f"feed '{self.topic_name}' would skip from {expected - 1} to {event.offset}")
+            fresh.append(event)
+            expected += 1
+        self._offer(fresh)
+
+    def _offer(self, events: list[StoredEvent]) -> None:
+        """Every subscriber gets the same batch (one call each, not one per event)."""
+        if events:
+            self.cursor = events[-1].offset
             for subscription in list(self.subscriptions):
-                subscription.offer(event)
+                subscription.offer_batch(events)
 
 
 def read_page(ref: TopicRef, *, after: int, live_after: int | None) -> list[StoredEvent]:
@@ -487,56 +553,102 @@ def get_hub() -> LiveHub:
     return hubs.get()
 
 
+class LiveEvents:
+    """What :func:`subscribe` yields: the subscription's events, stored ones first, then live ones.
+
+    Either iterate it (``async for``: one event at a time) or call :meth:`deliver` once, never both.
+    """
+
+    def __init__(self, hub: LiveHub, ref: TopicRef, from_offset: int | None, live_after: int | None) -> None:
+        self._hub = hub
+        self._ref = ref
+        self._from_offset = from_offset
+        self._live_after = live_after
+        self.subscription: Subscription | None = None
+        self._iterator = self._events()
+
+    def __aiter__(self) -> "LiveEvents":
+        return self
+
+    async def __anext__(self) -> StoredEvent:
+        return await self._iterator.__anext__()
+
+    async def _replay(self) -> AsyncGenerator[list[StoredEvent]]:
+        """Pages of stored events from ``from_offset`` (none without it), attaching to the feed on the way
+        (``self.subscription``): once it is exhausted the subscription's live events follow the last page."""
+        ref, live_after = self._ref, self._live_after
+        if self._from_offset is None:
+            self.subscription = await self._hub.attach(ref)
+            return
+        after = max(self._from_offset, 1) - 1
+        # Catch up from the table without buffering live events, while far behind.
+        while True:
+            page = await run_sync(read_page, ref, after=after, live_after=live_after)
+            if page:
+                yield page
+                after = page[-1].offset
+            if len(page) < READ_PAGE:
+                break
+        # Near the head: attach, then replay what is left up to the attach point.
+        subscription = self.subscription = await self._hub.attach(ref)
+        subscription.delivered_through = after
+        while after < subscription.live_from:
+            page = await run_sync(read_page, ref, after=after, live_after=live_after)
+            replay = [event for event in page if event.offset <= subscription.live_from]
+            if replay:
+                yield replay
+                after = subscription.delivered_through = replay[-1].offset
+            if len(replay) < READ_PAGE:
+                break
+
+    async def _events(self) -> AsyncGenerator[StoredEvent]:
+        pages = self._replay()
+        try:
+            async for page in pages:
+                for event in page:
+                    yield event
+        finally:
+            await pages.aclose()
+        assert self.subscription is not None
+        while True:
+            yield await self.subscription.next_event()
+
+    async def deliver(self, sink: LiveSink) -> NoReturn:
+        """Hand every event to ``sink`` (:data:`LiveSink`), the stored ones a page at a time, then each live batch
+        straight from the feed's dispatch, until the subscription ends: raises what ended it (``SlowConsumer``,
+        ``NotFound``, ``Unavailable``, or what ``sink`` raised)."""
+        pages = self._replay()
+        try:
+            async for page in pages:
+                sink(page)
+        finally:
+            await pages.aclose()
+        assert self.subscription is not None
+        await self.subscription.deliver_to(sink)
+
+    async def aclose(self) -> None:
+        await self._iterator.aclose()
+        if self.subscription is not None:
+            self.subscription.feed.detach(self.subscription)
+
+
 @asynccontextmanager
 async def subscribe(
     ref: TopicRef, from_offset: int | None = None, *, live_after: int | None = None
-) -> AsyncIterator[AsyncIterator[StoredEvent]]:
+) -> AsyncIterator[LiveEvents]:
     """Live events of ``ref`` (authorization already checked by the caller).
 
     Without ``from_offset``: events committed from now on. With it: stored events from that offset,
-    then live ones, each offset exactly once and in order. Iteration raises ``SlowConsumer`` when
-    the subscriber falls too far behind, ``NotFound`` when the topic is deleted and
+    then live ones, each offset exactly once and in order. Iteration (or :meth:`LiveEvents.deliver`) raises
+    ``SlowConsumer`` when the subscriber falls too far behind, ``NotFound`` when the topic is deleted and
     ``Unavailable`` when the server shuts down. ``live_after``: the topic's last offset when the reader
     subscribed; the events after it carry a commit time even when they are replayed (:func:`read_page`).
     """
-    hub = get_hub()
-    subscription: Subscription | None = None
-
-    async def events() -> AsyncGenerator[StoredEvent]:
-        nonlocal subscription
-        if from_offset is None:
-            subscription = await hub.attach(ref)
-        else:
-            after = max(from_offset, 1) - 1
-            # Catch up from the table without buffering live events, while far behind.
-            while True:
-                page = await run_sync(read_page, ref, after=after, live_after=live_after)
-                for event in page:
-                    yield event
-                    after = event.offset
-                if len(page) < READ_PAGE:
-                    break
-            # Near the head: attach, then replay what is left up to the attach point.
-            subscription = await hub.attach(ref)
-            subscription.delivered_through = after
-            while after < subscription.live_from:
-                page = await run_sync(read_page, ref, after=after, live_after=live_after)
-                replay = [event for event in page if event.offset <= subscription.live_from]
-                for event in replay:
-                    yield event
-                    after = subscription.delivered_through = event.offset
-                if len(replay) < READ_PAGE:
-                    break
-        while True:
-            yield await subscription.next_event()
-
-    iterator = events()
+    events = LiveEvents(get_hub(), ref, from_offset, live_after)
     try:
-        yield iterator
+        yield events
     finally:
-        await iterator.aclose()
-        if subscription is not None:
-            subscription.feed.detach(subscription)
+        await events.aclose()
 
 
 @asynccontextmanager

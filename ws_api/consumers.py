@@ -2,14 +2,19 @@
 
 The consumer is a transport: it parses frames, authorizes through ``eventrelay.auth``, calls the
 ``events`` services and the live hub, and serializes their answers. Each subscription runs in its own
-task that forwards events from the hub in offset order.
+task. Under ``eventrelay.webserver`` (the Procfile's ``web``) the live hub writes a subscription's event
+frames itself, straight to the connection, as it dispatches each notification (:class:`FrameSink`): a
+frame is encoded once per process for every subscription to the same reference, and no task runs per
+frame. Elsewhere the task forwards the events one by one through ASGI's ``send``.
 """
 
 import asyncio
 import functools
 import json
 import logging
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn, Protocol
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -28,8 +33,9 @@ from eventrelay.errors import (
     dependency_outage,
 )
 from eventrelay.refs import TopicRef
-from events.canonical import canonical_json, canonical_json_list
+from events.canonical import StoredEvent, canonical_json, canonical_json_list
 from events.exact_json import loads_exact
+from events.live import LiveEvents
 from events.services import Subscription, apublish, subscribe
 
 logger = logging.getLogger(__name__)
@@ -52,6 +58,133 @@ FRAMES_PER_YIELD = 32
 SUBSCRIBERS = metrics.LIVE_SUBSCRIBERS.labels("websocket")
 SLOW_CONSUMERS = metrics.SLOW_CONSUMERS.labels("websocket")
 observe_delivery = metrics.LIVE_DELIVERY.labels("websocket").observe
+
+#: The key of eventrelay.webserver's FrameWriter in a WebSocket scope's ``extensions``.
+FRAME_WRITER = "eventrelay.frame_writer"
+
+
+class FrameWriter(Protocol):
+    """What ``scope["extensions"]["eventrelay.frame_writer"]`` offers (eventrelay.webserver.FrameWriter)."""
+
+    @property
+    def usable(self) -> bool: ...
+
+    def encode(self, text: str) -> bytes: ...
+
+    def write(self, frames: bytes) -> bool: ...
+
+    def backlog(self) -> int: ...
+
+
+def event_frame_text(topic_json: str, event: StoredEvent) -> str:
+    """The ``event`` frame of docs/websocket.md; ``topic_json`` is the subscription's reference as JSON text."""
+    return f'{{"type":"event","topic":{topic_json},"event":{canonical_json(event)}}}'
+
+
+class EncodedFrames:
+    """Each live event's frame, encoded once per subscribed reference for every subscription in the process.
+
+    The feed hands the same event objects to every subscription, so an event is recognized by identity (the
+    entry holds it, so its id cannot be reused while the entry lives); events replayed from storage are new
+    objects each time, encoded once and forgotten when the table is cleared.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self._frames: dict[tuple[str, int], tuple[StoredEvent, bytes]] = {}
+
+    def get(self, topic_json: str, event: StoredEvent, encode: Callable[[str], bytes]) -> bytes:
+        key = (topic_json, id(event))
+        entry = self._frames.get(key)
+        if entry is not None and entry[0] is event:
+            return entry[1]
+        frame = encode(event_frame_text(topic_json, event))
+        if len(self._frames) >= self.MAX_ENTRIES:
+            self._frames.clear()
+        self._frames[key] = (event, frame)
+        return frame
+
+
+encoded_frames = EncodedFrames()
+
+
+class Sent:
+    """The offset of the last event frame sent on a subscription (for its error frame's ``lastOffset``)."""
+
+    __slots__ = ("last_sent",)
+
+    def __init__(self) -> None:
+        self.last_sent: int | None = None
+
+
+class FrameSink:
+    """A subscription's :data:`events.live.LiveSink`: writes its events' frames to the connection as the live hub
+    dispatches them (stored ones a page at a time, live ones a notification at a time).
+
+    The slow-reader bound is the one the task-per-frame path applies: an event is sent only if the connection has
+    at most ``ER_WS_MAX_BUFFER_BYTES`` unsent when it is due; else the subscription ends with ``slow_consumer``
+    and ``last_sent`` is the offset of the last event sent. Several events are written in one go as long as what
+    is unsent plus what they add stays within the bound; past it they are written, the backlog measured again,
+    and only that measurement can end the subscription.
+    """
+
+    __slots__ = ("key", "last_sent", "limit", "stopped", "topic_json", "writer")
+
+    def __init__(self, key: str, writer: FrameWriter, limit: int) -> None:
+        self.key = key
+        self.topic_json = json.dumps(key)
+        self.writer = writer
+        self.limit = limit
+        self.last_sent: int | None = None
+        # Set by the consumer when the subscription is replaced, unsubscribed or its connection closes, before
+        # its task is cancelled: from then on nothing more is sent for it.
+        self.stopped = False
+
+    def __call__(self, events: Sequence[StoredEvent]) -> None:
+        if self.stopped:
+            return
+        writer, limit = self.writer, self.limit
+        backlog = writer.backlog()
+        if len(events) == 1:  # what almost every notification brings: the same as below, in fewer steps
+            if backlog > limit:
+                raise self._slow()
+            event = events[0]
+            writer.write(encoded_frames.get(self.topic_json, event, writer.encode))
+            if event.committed_at is not None:
+                observe_delivery(max(time.time() - event.committed_at, 0.0))
+            self.last_sent = event.offset
+            return
+        frames: list[bytes] = []
+        start = 0  # events[start:] are those whose frames are in ``frames``
+        for index, event in enumerate(events):
+            if backlog > limit:
+                if frames:
+                    self._write(frames, events, start)
+                    frames, start = [], index
+                    backlog = writer.backlog()
+                if backlog > limit:
+                    raise self._slow()
+            frame = encoded_frames.get(self.topic_json, event, writer.encode)
+            frames.append(frame)
+            backlog += len(frame)
+        self._write(frames, events, start)
+
+    def _write(self, frames: list[bytes], events: Sequence[StoredEvent], start: int) -> None:
+        """Write ``frames``, those of ``events[start:start + len(frames)]``, in one go."""
+        self.writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        now = time.time()
+        for index in range(start, start + len(frames)):
+            committed_at = events[index].committed_at
+            if committed_at is not None:  # else read back from storage: not a live delivery
+                observe_delivery(max(now - committed_at, 0.0))
+        self.last_sent = events[start + len(frames) - 1].offset
+
+    def _slow(self) -> SlowConsumer:
+        return SlowConsumer(
+            f"the connection has more than {self.limit} bytes waiting to be read; resubscribe to '{self.key}' "
+            "with fromOffset = the last offset received + 1"
+        )
 
 
 def error_frame(error: EventRelayError, **extra: Any) -> dict[str, Any]:
@@ -94,6 +227,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
 
     principal: Principal
     subscriptions: dict[str, asyncio.Task[None]]
+    # The sinks of the subscriptions whose frames the live hub writes (FrameSink), by the same keys.
+    sinks: dict[str, FrameSink]
 
     async def connect(self) -> None:
         ip = (self.scope.get("client") or ["unknown"])[0]
@@ -114,11 +249,23 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)  # before accept: daphne answers the handshake with 403
             return
         self.subscriptions = {}
+        self.sinks = {}
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        for task in getattr(self, "subscriptions", {}).values():
+        for key in list(getattr(self, "subscriptions", {})):
+            self._end_subscription(key)
+
+    def _end_subscription(self, key: str) -> asyncio.Task[None] | None:
+        """Stop the subscription held under ``key`` at once (its sink first: the hub may dispatch before its task
+        is cancelled) and return its task, or None if there is none."""
+        sink = self.sinks.pop(key, None)
+        if sink is not None:
+            sink.stopped = True
+        task = self.subscriptions.pop(key, None)
+        if task is not None:
             task.cancel()
+        return task
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         ref = None
@@ -180,19 +327,15 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 " unsubscribe from one first",
                 field="topic",
             )
-        previous = self.subscriptions.pop(key, None)
-        if previous is not None:
-            # Subscribing again (say, after slow_consumer) replaces the subscription.
-            previous.cancel()
+        # Subscribing again (say, after slow_consumer) replaces the subscription.
+        self._end_subscription(key)
         await self._send_json({"type": "subscribed", "topic": key, "offset": subscription.head})
         self.subscriptions[key] = asyncio.create_task(self._forward(subscription))
 
     async def _unsubscribe(self, frame: dict[str, Any]) -> None:
         ref = TopicRef.parse(frame.get("topic"))
-        task = self.subscriptions.pop(str(ref), None)
-        if task is None:
+        if self._end_subscription(str(ref)) is None:
             raise InvalidInput(f"not subscribed to '{ref}'", field="topic")
-        task.cancel()
         await self._send_json({"type": "unsubscribed", "topic": str(ref)})
 
     async def _publish(self, frame: dict[str, Any]) -> None:
@@ -206,52 +349,68 @@ class EventsConsumer(AsyncWebsocketConsumer):
     async def _forward(self, subscription: Subscription) -> None:
         """Send the subscription's events in order until it ends; tell the client why it ended."""
         key = str(subscription.ref)
-        topic_json = json.dumps(key)
-        last_sent: int | None = None
-        unyielded = 0
+        sent: FrameSink | Sent = Sent()
         SUBSCRIBERS.inc()
         try:
             async with subscription.events() as events:
-                async for event in events:
-                    if self._transport_backlog() > settings.ER_WS_MAX_BUFFER_BYTES:
-                        raise SlowConsumer(
-                            f"the connection has more than {settings.ER_WS_MAX_BUFFER_BYTES} bytes waiting to be "
-                            f"read; resubscribe to '{key}' with fromOffset = the last offset received + 1"
-                        )
-                    # The event's JSON is built once per process, not once per subscriber.
-                    await self.send(
-                        text_data=f'{{"type":"event","topic":{topic_json},"event":{canonical_json(event)}}}'
-                    )
-                    metrics.observe_live_delivery(observe_delivery, event.committed_at)
-                    last_sent = event.offset
-                    # ASGI sends never block, and a replay from far back never waits for its next
-                    # event: yield now and then so other connections get their turn. (Each frame is
-                    # already on its way: eventrelay.webserver writes it to the socket at once.)
-                    unyielded += 1
-                    if unyielded >= FRAMES_PER_YIELD:
-                        unyielded = 0
-                        await asyncio.sleep(0)
+                writer = self._frame_writer()
+                if writer is not None and isinstance(events, LiveEvents):
+                    sink = sent = self.sinks[key] = FrameSink(key, writer, settings.ER_WS_MAX_BUFFER_BYTES)
+                    await events.deliver(sink)
+                else:
+                    await self._send_one_by_one(key, events, sent)
         except Unavailable:  # the server is shutting down
             await self.close(code=CLOSE_SERVICE_RESTART)
         except ENDS_A_SUBSCRIPTION as error:
             if self.subscriptions.get(key) is asyncio.current_task():
                 del self.subscriptions[key]
+                self.sinks.pop(key, None)
             if isinstance(error, SlowConsumer):
                 SLOW_CONSUMERS.inc()
             if not isinstance(error, EventRelayError):
                 # This subscription ended, not the connection: the client resubscribes by offset.
                 logger.warning("subscription to '%s' ended unavailable: %s: %s", key, type(error).__name__, error)
                 error = dependency_outage(error)
-            await self._send_json(error_frame(error, topic=key, lastOffset=last_sent))
+            await self._send_json(error_frame(error, topic=key, lastOffset=sent.last_sent))
         except Exception:
             logger.exception("subscription to '%s' failed", key)
             if self.subscriptions.get(key) is asyncio.current_task():
                 del self.subscriptions[key]
+                self.sinks.pop(key, None)
             await self._send_json(
                 {"type": "error", "code": "invalid", "topic": key, "message": "internal error; resubscribe by offset"}
             )
         finally:
             SUBSCRIBERS.dec()
+
+    async def _send_one_by_one(
+        self, key: str, events: AsyncIterator[StoredEvent], sent: "FrameSink | Sent"
+    ) -> NoReturn:
+        """The path without a frame writer (plain daphne, test servers): each event through ASGI's ``send``."""
+        topic_json = json.dumps(key)
+        unyielded = 0
+        async for event in events:
+            if self._transport_backlog() > settings.ER_WS_MAX_BUFFER_BYTES:
+                raise SlowConsumer(
+                    f"the connection has more than {settings.ER_WS_MAX_BUFFER_BYTES} bytes waiting to be "
+                    f"read; resubscribe to '{key}' with fromOffset = the last offset received + 1"
+                )
+            # The event's JSON is built once per process, not once per subscriber.
+            await self.send(text_data=event_frame_text(topic_json, event))
+            metrics.observe_live_delivery(observe_delivery, event.committed_at)
+            sent.last_sent = event.offset
+            # ASGI sends never block, and a replay from far back never waits for its next
+            # event: yield now and then so other connections get their turn.
+            unyielded += 1
+            if unyielded >= FRAMES_PER_YIELD:
+                unyielded = 0
+                await asyncio.sleep(0)
+        raise AssertionError("a subscription's events never end")
+
+    def _frame_writer(self) -> FrameWriter | None:
+        """eventrelay.webserver's writer of pre-encoded frames, when this connection can take them."""
+        writer: FrameWriter | None = self.scope.get("extensions", {}).get(FRAME_WRITER)
+        return writer if writer is not None and writer.usable else None
 
     def _transport_backlog(self) -> int:
         """Bytes sent to this connection still waiting in the server (0 if the server cannot tell).
