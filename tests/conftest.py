@@ -121,28 +121,6 @@ def _this_run_has_its_own_queue_and_redis_prefix() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _no_session_left_on_the_test_database(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
-    """At the end, wait (10 s at most) for the database sessions of the processes the tests started to end before
-    pytest-django drops the test database: a killed or stopped process's backend exits a moment after it, and a
-    drop that comes first fails with "is being accessed by other users". A process still connected after that is
-    a leak, and the drop's warning then says so."""
-    yield
-    import time
-
-    from django.db import connection
-
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0] == 0:
-                return
-            time.sleep(0.2)
-
-
-@pytest.fixture(autouse=True, scope="session")
 def _no_rate_limits_unless_a_test_sets_them() -> Iterator[None]:
     """This process's own calls (Django test client, services) are not rate limited by default."""
     from django.conf import settings
