@@ -51,7 +51,7 @@ from eventrelay.refs import TopicRef
 from events.canonical import StoredEvent
 from events.storage import read_events
 from topics import tables
-from topics.models import Topic
+from topics.models import head as topics_head
 from topics.signals import topic_deleted
 
 logger = logging.getLogger(__name__)
@@ -484,7 +484,7 @@ def read_page(ref: TopicRef, *, after: int, live_after: int | None) -> list[Stor
 
 
 def _topic_head(topic_name: str) -> tuple[int, int]:
-    row = Topic.objects.named(topic_name).values_list("pk", "last_offset").first()
+    row = topics_head(topic_name)
     if row is None:
         raise NotFound(f"topic '{topic_name}' does not exist", field="topic")
     return row

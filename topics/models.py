@@ -84,6 +84,15 @@ def reserve_offsets(cursor: Any, topic_name: str, count: int) -> int | None:
     return None if row is None else int(row[0])
 
 
+def head(topic_name: str) -> tuple[int, int] | None:
+    """The topic's primary key and last offset, without a lock (None when the topic does not exist): read on every
+    webhook wake-up and live-feed tick, so one statement written once rather than a queryset compiled each time."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, last_offset FROM {_topics_table()} WHERE name = %s", [topic_name])
+        row = cursor.fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
 def lock_counter(cursor: Any, topic_name: str) -> int | None:
     """Lock the topic's row and return its last offset (None when the topic does not exist)."""
     cursor.execute(f"SELECT last_offset FROM {_topics_table()} WHERE name = %s FOR UPDATE", [topic_name])

@@ -40,6 +40,7 @@ from events.services import read_stream_events
 from events.storage import row_to_event
 from topics import tables
 from topics.models import Topic
+from topics.models import head as topics_head
 from webhooks import scheduling, signing, ssrf
 from webhooks.models import DeliveryAttempt, DeliveryStream, Destination, UndeliverableEvent
 
@@ -370,16 +371,6 @@ def _claimed_sql() -> str:
     )
 
 
-def _topic_row(topic_name: str) -> tuple[int, int] | None:
-    """The topic's primary key and last offset (None: no such topic): what
-    ``Topic.objects.filter(name=...).values_list("pk", "last_offset").first()`` reads, in SQL written once."""
-    pk, name, last_offset = (_column(Topic, field) for field in ("id", "name", "last_offset"))
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {pk}, {last_offset} FROM {_quoted(Topic)} WHERE {name} = %s", [topic_name])
-        row = cursor.fetchone()
-    return None if row is None else (row[0], row[1])
-
-
 def _claimed(stream_id: int, owner: str) -> Claimed | None:
     """The stream this process holds the lease of, with its destination and topic row, in one statement (None:
     gone, or no longer ours)."""
@@ -525,7 +516,7 @@ def _work(claimed: Claimed, lease: Lease) -> str:
             if release(stream.pk, lease.owner, last_offset=released_at):
                 _requeue_if_more(stream, destination, released_at)
             return "drained"
-        row = _topic_row(destination.topic_name)
+        row = topics_head(destination.topic_name)
 
 
 def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, event: StoredEvent) -> str:
@@ -671,7 +662,7 @@ def discover_streams(destination: Destination, up_to: int | None = None) -> None
         return
     head = up_to
     if head is None:
-        row = _topic_row(destination.topic_name)
+        row = topics_head(destination.topic_name)
         head = None if row is None else row[1]
     if head is None or head <= destination.scanned_offset:
         return
@@ -714,7 +705,7 @@ def wake_topic(topic_name: str, topic_ids: list[str] | None = None) -> int:
     Runs once per publish (a wake-up each), so in a few fixed statements written as SQL: the topic's head, the
     active destinations, and per destination the streams marked queued in the statement that picks them (a wake-up
     running beside this one cannot pick them too)."""
-    row = _topic_row(topic_name)
+    row = topics_head(topic_name)
     if row is None:
         return 0
     head = row[1]
