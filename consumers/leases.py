@@ -12,6 +12,10 @@ Concurrency, all in PostgreSQL:
 - New events come from the topic table after ``next_offset`` (primary key, or the ``(topic_id, offset)`` index
   for an id-scoped consumer); offsets are gapless and committed in order, so an event not yet visible has no
   visible successor and nothing is skipped. Redeliveries come from ``consumers_pending_due``.
+- Fresh events handed out by the common fetch (unordered, nothing due) are leased as one ``LeasedBatch`` row,
+  and an ack of all of them deletes it. Everything else that acts on a batch's events first splits it into
+  the ``PendingEvent`` rows it stands for (:func:`_split_batches`), under the same locks as the act itself, so
+  the rest of this module deals in pending rows; reads that only count (:func:`position`) read both.
 
 Timestamps are PostgreSQL's ``now()`` throughout: leases do not depend on the clocks of the processes.
 """
@@ -23,7 +27,8 @@ from typing import Any, Generic, TypeVar
 from django.conf import settings
 from django.db import connection
 
-from consumers.models import Consumer, DeadLetter, PendingEvent
+from consumers.models import Consumer, DeadLetter, LeasedBatch, PendingEvent
+from eventrelay.db import prepared_cursor
 from events.canonical import StoredEvent
 from events.encoding import encoded
 from events.storage import row_to_event
@@ -34,6 +39,7 @@ from topics.tables import EVENT_COLUMNS, quoted_table
 _EVENT_COLUMN_NAMES = EVENT_COLUMNS.replace("::text", "")
 
 PENDING = PendingEvent._meta.db_table
+BATCHES = LeasedBatch._meta.db_table
 DEAD = DeadLetter._meta.db_table
 CONSUMERS = Consumer._meta.db_table
 TOPICS = Topic._meta.db_table
@@ -92,6 +98,46 @@ class Position:
 # --- Fetch -------------------------------------------------------------------------------------------------
 
 
+def lease_fresh(consumer: Consumer, max_events: int, *, encoded_only: bool) -> FetchOutcome[Any] | None:
+    """The common fetch of an unordered consumer: when nothing of it is due for redelivery, lease up to
+    ``max_events`` new events as one batch. None when this is not that case (something is due, nothing new
+    is there, or the consumer is gone): :func:`fetch` then does the rest.
+
+    One transaction, sent in one round trip (a pipeline): the consumer's row lock, the statement that leases,
+    the commit. The lock is held for what PostgreSQL does, never for a round trip to this process, and the
+    leasing statement starts after the lock is granted, so its snapshot has every earlier fetch's leases.
+    It reads the position itself (``next_offset``, the topic's head), which only a fetch under the lock moves."""
+    topic_id, names = consumer.ref_id or None, consumer.event_names
+    for whole_range in (False, True):
+        with prepared_cursor() as lock, prepared_cursor() as lease:
+            with lock.connection.pipeline(), lock.connection.transaction():
+                lock.execute(_LOCK_FOR_FETCH, [consumer.pk], prepare=True)
+                _lease_new_unless_due(
+                    lease, consumer, topic_id, names, max_events, encoded_only=encoded_only, whole_range=whole_range
+                )
+            locked = lock.fetchone()
+            rows = lease.fetchall()
+            if locked is None or not rows or rows[0][0]:
+                return None  # gone, or something due
+            epoch, next_offset, head = locked
+            if rows[0][1] is not None:
+                if encoded_only:
+                    return FetchOutcome(_encoded_handouts(lease, consumer.topic.name, rows), epoch, None, True)
+                handouts = [Handout(1, _event_of(consumer.topic.name, row[1:])) for row in rows]
+                return FetchOutcome(handouts, epoch, None, True)
+        # A window of a gapless topic with nothing in it means offsets are missing from it after all
+        # (retention): then the rest of the topic is searched rather than handing out nothing.
+        if whole_range or names or topic_id or not next_offset + max_events <= head:
+            return None
+    return None
+
+
+_LOCK_FOR_FETCH = (
+    f"SELECT c.epoch, c.next_offset, t.last_offset FROM {CONSUMERS} c JOIN {TOPICS} t ON t.id = c.topic_id "
+    "WHERE c.id = %s FOR NO KEY UPDATE OF c"
+)
+
+
 def fetch(consumer_pk: int, max_events: int) -> FetchOutcome[Handout] | None:
     """Lease up to ``max_events`` events: due redeliveries first (lowest offset first), then new events in offset
     order. None when the consumer no longer exists. Runs in its own transaction (the caller's ``atomic``)."""
@@ -104,8 +150,7 @@ def fetch_encoded(consumer_pk: int, max_events: int) -> FetchOutcome[EncodedHand
 
 
 def _fetch(consumer_pk: int, max_events: int, *, encoded_only: bool) -> FetchOutcome[Any] | None:
-    # Everything here runs under the consumer's row lock, so every other fetch of the consumer waits for it:
-    # the common case (nothing due for redelivery, no ordering) is one statement after the lock.
+    # Everything here runs under the consumer's row lock, so every other fetch of the consumer waits for it.
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT c.epoch, c.next_offset, c.ack_wait_seconds, c.max_deliveries, c.max_in_flight, c.ordered, "
@@ -118,35 +163,13 @@ def _fetch(consumer_pk: int, max_events: int, *, encoded_only: bool) -> FetchOut
             return None
         epoch, next_offset, ack_wait, max_deliveries, max_in_flight, ordered, names_json, ref_id, topic_name, head = row
         names = json.loads(names_json)
-        if not ordered and next_offset <= head:
-            fresh: list[Any] | None = []
-            for whole_range in (False, True):
-                # A window of a gapless topic with nothing in it means offsets are missing from it after all
-                # (retention): then the rest of the topic is searched rather than handing out nothing.
-                if whole_range and not (fresh == [] and not names and not ref_id and next_offset + max_events <= head):
-                    break
-                fresh = _lease_new_unless_due(
-                    cursor,
-                    consumer_pk,
-                    topic_name,
-                    ref_id or None,
-                    names,
-                    next_offset=next_offset,
-                    head=head,
-                    max_events=max_events,
-                    max_in_flight=max_in_flight,
-                    ack_wait=ack_wait,
-                    encoded_only=encoded_only,
-                    whole_range=whole_range,
-                )
-            if fresh:
-                return FetchOutcome(fresh, epoch, None, True)
-            if fresh is not None:
-                return _nothing_to_hand_out(cursor, consumer_pk, epoch)
+        _split_batches(cursor, consumer_pk, topic_name, "AND available_at <= now()")
         _bury_expired(cursor, consumer_pk, max_deliveries)
         cursor.execute(
-            f"SELECT count(*) FILTER (WHERE state <> %s), count(*) FROM {PENDING} WHERE consumer_id = %s",
-            [QUEUED, consumer_pk],
+            f"SELECT p.in_flight + b.n, p.n + b.n FROM (SELECT count(*) FILTER (WHERE state <> %s) AS in_flight, "
+            f"count(*) AS n FROM {PENDING} WHERE consumer_id = %s) p, "
+            f"(SELECT coalesce(sum(cardinality(offsets)), 0) AS n FROM {BATCHES} WHERE consumer_id = %s) b",
+            [QUEUED, consumer_pk, consumer_pk],
         )
         in_flight, rows = cursor.fetchone()
         redelivered = _lease_due(cursor, consumer_pk, ack_wait, max_events, ordered=ordered)
@@ -183,9 +206,11 @@ def _fetch(consumer_pk: int, max_events: int, *, encoded_only: bool) -> FetchOut
 def _nothing_to_hand_out(cursor: Any, consumer_pk: int, epoch: int) -> FetchOutcome[Any]:
     """What a long-polling caller needs to know to wait well."""
     cursor.execute(
-        "SELECT extract(epoch FROM min(available_at) FILTER (WHERE available_at > now()) - now()), "
-        f"count(*) > 0 FROM {PENDING} WHERE consumer_id = %s",
-        [consumer_pk],
+        "SELECT extract(epoch FROM least("
+        f"(SELECT min(available_at) FROM {PENDING} WHERE consumer_id = %s AND available_at > now()), "
+        f"(SELECT min(available_at) FROM {BATCHES} WHERE consumer_id = %s AND available_at > now())) - now()), "
+        f"EXISTS (SELECT 1 FROM {PENDING} WHERE consumer_id = %s) OR EXISTS (SELECT 1 FROM {BATCHES} WHERE consumer_id = %s)",
+        [consumer_pk] * 4,
     )
     due_in, has_pending = cursor.fetchone()
     return FetchOutcome([], epoch, None if due_in is None else float(due_in), has_pending)
@@ -193,72 +218,82 @@ def _nothing_to_hand_out(cursor: Any, consumer_pk: int, epoch: int) -> FetchOutc
 
 def _lease_new_unless_due(
     cursor: Any,
-    consumer_pk: int,
-    topic_name: str,
+    consumer: Consumer,
     topic_id: str | None,
     names: list[str],
-    *,
-    next_offset: int,
-    head: int,
     max_events: int,
-    max_in_flight: int,
-    ack_wait: int,
+    *,
     encoded_only: bool,
-    whole_range: bool = False,
-) -> list[Any] | None:
-    """When no pending event of the (unordered) consumer is due, lease new events from ``next_offset`` on and
-    move ``next_offset`` past them, in one statement; return the handouts. None, with nothing done, when
-    something is due: redeliveries go first, and dead-lettering before them (the caller's general path).
+    whole_range: bool,
+) -> None:
+    """Send the statement that, when no pending event or batch of the (unordered) consumer is due, leases new
+    events from its ``next_offset`` on as one batch and moves ``next_offset`` past them. Its rows: whether
+    something was due (then nothing was done), and the events leased (the returned columns; NULL in the one row
+    there is when none was).
 
     The consumer's row lock is held already, so this statement's snapshot has every earlier fetch's leases.
     Every pending offset is below ``next_offset`` (leases are taken below it, a seek drops them all and the
     dead letters at or after its target), so when the span from the lowest of them to ``next_offset`` leaves
     room for a whole batch, maxInFlight cannot be reached and the pending rows are not counted."""
-    limit = max_events
-    up_to = head if whole_range else _window(topic_id, names, next_offset=next_offset, head=head, limit=limit)
-    where, params = matching(topic_id, names, next_offset=next_offset, up_to=up_to)
+    pk, limit, max_in_flight = consumer.pk, max_events, consumer.max_in_flight
+    # The last offset looked at (see _window): a bound on what one fetch reads.
+    if whole_range or (topic_id is not None and not names):
+        up_to, up_to_params = "head", []
+    else:
+        up_to = "least(head, next + %s - 1)"
+        up_to_params = [settings.ER_CONSUMER_SCAN_WINDOW if names else limit]
+    conditions = ['"offset" >= (SELECT next FROM span)', '"offset" <= (SELECT up_to FROM span)']
+    filter_params: list[Any] = []
+    if topic_id is not None:
+        conditions.append("topic_id = %s")
+        filter_params.append(topic_id)
+    if names:
+        conditions.append("name = ANY(%s)")
+        filter_params.append(names)
     # (what the statement returns of each event, and what it reads to lease it too)
     returned = '"offset", wire' if encoded_only else f"{_EVENT_COLUMN_NAMES}, wire"
-    read = '"offset", wire, event_id, topic_id' if encoded_only else f"{EVENT_COLUMNS}, wire"
+    read = '"offset", wire' if encoded_only else f"{EVENT_COLUMNS}, wire"
     cursor.execute(
-        f"WITH probe AS (SELECT EXISTS (SELECT 1 FROM {PENDING} WHERE consumer_id = %s AND available_at <= now()) "
-        f'AS due, CASE WHEN %s - coalesce((SELECT min("offset") FROM {PENDING} WHERE consumer_id = %s), %s) <= %s '
-        f"THEN 0 ELSE (SELECT count(*) FROM {PENDING} WHERE consumer_id = %s AND state <> %s) END AS in_flight), "
-        "room AS (SELECT due, CASE WHEN due THEN 0 ELSE greatest(least(%s, %s - in_flight), 0) END AS n FROM probe), "
-        f"ev AS (SELECT {read} FROM {quoted_table(topic_name)} WHERE {where} "
+        f"WITH pos AS (SELECT c.next_offset AS next, t.last_offset AS head FROM {CONSUMERS} c "
+        f"JOIN {TOPICS} t ON t.id = c.topic_id WHERE c.id = %s), "
+        f"span AS (SELECT next, head, {up_to} AS up_to FROM pos), "
+        f"probe AS (SELECT (EXISTS (SELECT 1 FROM {PENDING} WHERE consumer_id = %s AND available_at <= now()) "
+        f"OR EXISTS (SELECT 1 FROM {BATCHES} WHERE consumer_id = %s AND available_at <= now())) AS due, "
+        f'CASE WHEN span.next - coalesce(least((SELECT min("offset") FROM {PENDING} WHERE consumer_id = %s), '
+        f"(SELECT min(first_offset) FROM {BATCHES} WHERE consumer_id = %s)), span.next) <= %s "
+        f"THEN 0 ELSE (SELECT count(*) FROM {PENDING} WHERE consumer_id = %s AND state <> %s) "
+        f"+ (SELECT coalesce(sum(cardinality(offsets)), 0) FROM {BATCHES} WHERE consumer_id = %s) END AS in_flight, "
+        "span.next > span.head AS caught_up FROM span), "
+        "room AS (SELECT due, CASE WHEN due OR caught_up THEN 0 ELSE greatest(least(%s, %s - in_flight), 0) END AS n "
+        "FROM probe), "
+        f"ev AS (SELECT {read} FROM {quoted_table(consumer.topic.name)} WHERE {' AND '.join(conditions)} "
         'ORDER BY "offset" LIMIT (SELECT n FROM room)), '
-        f'leased AS (INSERT INTO {PENDING} (consumer_id, "offset", topic_id, event_id, delivery_count, state, '
-        'available_at, last_error) SELECT %s, "offset", topic_id, event_id, 1, %s, now() + make_interval(secs => %s), '
-        "'' FROM ev), "
+        f"leased AS (INSERT INTO {BATCHES} (consumer_id, first_offset, last_offset, offsets, available_at) "
+        'SELECT %s, min("offset"), max("offset"), array_agg("offset" ORDER BY "offset"), '
+        "now() + make_interval(secs => %s) FROM ev HAVING count(*) > 0), "
         f"moved AS (UPDATE {CONSUMERS} SET next_offset = CASE WHEN (SELECT count(*) FROM ev) = room.n "
-        'THEN (SELECT max("offset") FROM ev) + 1 ELSE %s END FROM room WHERE id = %s AND room.n > 0) '
+        'THEN (SELECT max("offset") FROM ev) + 1 ELSE span.up_to + 1 END FROM room, span WHERE id = %s AND room.n > 0) '
         f'SELECT room.due, {returned} FROM room LEFT JOIN ev ON true ORDER BY "offset"',
         [
-            consumer_pk,
-            next_offset,
-            consumer_pk,
-            next_offset,
+            pk,
+            *up_to_params,
+            pk,
+            pk,
+            pk,
+            pk,
             max_in_flight - limit,
-            consumer_pk,
+            pk,
             QUEUED,
+            pk,
             limit,
             max_in_flight,
-            *params,
-            consumer_pk,
-            LEASED,
-            ack_wait,
-            up_to + 1,
-            consumer_pk,
+            *filter_params,
+            pk,
+            consumer.ack_wait_seconds,
+            pk,
         ],
+        prepare=True,
     )
-    rows = cursor.fetchall()
-    if rows[0][0]:
-        return None
-    if rows[0][1] is None:  # (the LEFT JOIN's row when nothing was found)
-        return []
-    if encoded_only:
-        return _encoded_handouts(cursor, topic_name, rows)
-    return [Handout(1, _event_of(topic_name, row[1:])) for row in rows]
 
 
 def _encoded_handouts(cursor: Any, topic_name: str, rows: list[tuple[Any, ...]]) -> list[EncodedHandout]:
@@ -285,6 +320,38 @@ def _window(topic_id: str | None, names: list[str], *, next_offset: int, head: i
     if topic_id is None:
         return min(head, next_offset + limit - 1)
     return head
+
+
+def _split_batches(
+    cursor: Any, consumer_pk: int, topic_name: str, where: str = "", params: list[Any] | None = None
+) -> None:
+    """Replace the consumer's leased batches (those that also match ``where``) with the pending rows they stand for,
+    so that what follows deals in single events. An event retention deleted meanwhile has no row to make."""
+    cursor.execute(
+        f"WITH split AS (DELETE FROM {BATCHES} WHERE consumer_id = %s {where} RETURNING offsets, available_at) "
+        f'INSERT INTO {PENDING} (consumer_id, "offset", topic_id, event_id, delivery_count, state, available_at, '
+        f"last_error) SELECT %s, e.\"offset\", e.topic_id, e.event_id, 1, %s, split.available_at, '' FROM split "
+        f'CROSS JOIN LATERAL unnest(split.offsets) AS u(o) JOIN {quoted_table(topic_name)} e ON e."offset" = u.o',
+        [consumer_pk, *(params or []), consumer_pk, LEASED],
+    )
+
+
+def _split_batches_holding(cursor: Any, consumer_pk: int, topic_name: str, offsets: list[int]) -> None:
+    """:func:`_split_batches` of the batches holding any of ``offsets``."""
+    if offsets:
+        _split_batches(
+            cursor,
+            consumer_pk,
+            topic_name,
+            "AND first_offset <= %s AND last_offset >= %s AND offsets && %s::bigint[]",
+            [max(offsets), min(offsets), offsets],
+        )
+
+
+def split_batches_below(cursor: Any, consumer_pk: int, topic_name: str, offset: int) -> None:
+    """:func:`_split_batches` of the batches holding an event below ``offset`` (retention, before it deletes
+    them, so that they are counted and dropped as the pending events they are)."""
+    _split_batches(cursor, consumer_pk, topic_name, "AND first_offset < %s", [offset])
 
 
 def _bury_expired(cursor: Any, consumer_pk: int, max_deliveries: int) -> None:
@@ -434,14 +501,36 @@ def lock_for_ack(cursor: Any, consumer_pk: int) -> tuple[int, int, int, int] | N
     return None if row is None else tuple(row)
 
 
-def check_and_ack(cursor: Any, consumer_pk: int, epochs: list[int], offsets: list[int]) -> tuple[int, int, bool] | None:
+def check_and_ack(
+    cursor: Any, consumer_pk: int, topic_name: str, epochs: list[int], offsets: list[int]
+) -> tuple[int, int, bool] | None:
     """Ack in one statement, outside any transaction: lock the consumer against a seek (``FOR KEY SHARE``, for
     the statement), check that every ackId (``epochs[i]``, ``offsets[i]``) was handed out by it, and only if all
-    were, delete the pending rows of those of the current epoch. Returns its epoch, next offset and whether the
-    ackIds were all valid (nothing is applied when one is not), or None when the consumer no longer exists.
+    were, act on those of the current epoch: delete the leased batches holding them, with a pending row for each
+    event of such a batch that is not acked here, and delete their pending rows. Returns the epoch, next offset
+    and whether the ackIds were all valid (nothing is applied when one is not), or None when the consumer no
+    longer exists.
 
-    What :func:`lock_for_ack` and a delete in a transaction would do, in one round trip instead of four (BEGIN,
-    the lock, the delete, COMMIT): acks are half of a worker's calls."""
+    What :func:`lock_for_ack` and deletes in a transaction would do, in one round trip instead of five (BEGIN,
+    the lock, two deletes, COMMIT): acks are half of a worker's calls. The statement's parts touch disjoint rows
+    (an event is in a batch or has a pending row, never both), as the parts of one statement must.
+
+    A batch another transaction split meanwhile (a nack, an ack of its other events, a fetch redelivering it)
+    is gone when this statement reaches it, and the pending rows made of it are newer than the statement's
+    snapshot: the ackIds it did not find are then looked for once more, by the same statement, whose new
+    snapshot has them (the other transaction committed before this one could pass its batch)."""
+    state = _ack_statement(cursor, consumer_pk, topic_name, epochs, offsets)
+    if state is not None and state[2] and state[3]:
+        state = _ack_statement(cursor, consumer_pk, topic_name, epochs, offsets)
+    return None if state is None else state[:3]
+
+
+def _ack_statement(
+    cursor: Any, consumer_pk: int, topic_name: str, epochs: list[int], offsets: list[int]
+) -> tuple[int, int, bool, bool] | None:
+    """(epoch, next offset, valid, whether some acked event was found neither in a batch nor pending).
+
+    ``cursor`` is a prepared cursor (``eventrelay.db.prepared_cursor``): the statement is parsed and planned once."""
     cursor.execute(
         f"WITH consumer AS ("
         f"  SELECT epoch, next_offset FROM {CONSUMERS} WHERE id = %s FOR KEY SHARE"
@@ -449,23 +538,38 @@ def check_and_ack(cursor: Any, consumer_pk: int, epochs: list[int], offsets: lis
         f"  SELECT e, o FROM unnest(%s::bigint[], %s::bigint[]) AS u(e, o)"
         f"), verdict AS ("
         f"  SELECT c.epoch, c.next_offset,"
-        f"    NOT EXISTS (SELECT 1 FROM items WHERE e > c.epoch OR (e = c.epoch AND o >= c.next_offset)) AS valid"
+        f"    NOT EXISTS (SELECT 1 FROM items WHERE e > c.epoch OR (e = c.epoch AND o >= c.next_offset)) AS valid,"
+        f"    ARRAY(SELECT o FROM items WHERE e = c.epoch) AS acked"
         f"  FROM consumer c"
+        f"), hit AS ("
+        f"  DELETE FROM {BATCHES} b USING verdict v"
+        f"  WHERE v.valid AND b.consumer_id = %s AND b.first_offset <= (SELECT max(o) FROM unnest(v.acked) AS a(o))"
+        f"    AND b.last_offset >= (SELECT min(o) FROM unnest(v.acked) AS a(o)) AND b.offsets && v.acked"
+        f"  RETURNING b.offsets, b.available_at"
+        f"), rest AS ("
+        f'  INSERT INTO {PENDING} (consumer_id, "offset", topic_id, event_id, delivery_count, state, available_at,'
+        f"    last_error)"
+        f"  SELECT %s, e.\"offset\", e.topic_id, e.event_id, 1, %s, hit.available_at, '' FROM hit CROSS JOIN verdict v"
+        f'  CROSS JOIN LATERAL unnest(hit.offsets) AS u(o) JOIN {quoted_table(topic_name)} e ON e."offset" = u.o'
+        f"  WHERE u.o <> ALL (v.acked)"
         f"), done AS ("
         f"  DELETE FROM {PENDING} p USING verdict v"
-        f"  WHERE v.valid AND p.consumer_id = %s AND p.state <> %s"
-        f'    AND p."offset" = ANY(ARRAY(SELECT o FROM items WHERE e = v.epoch))'
-        f"  RETURNING 1"
-        f") SELECT epoch, next_offset, valid FROM verdict",
-        [consumer_pk, epochs, offsets, consumer_pk, QUEUED],
+        f'  WHERE v.valid AND p.consumer_id = %s AND p.state <> %s AND p."offset" = ANY(v.acked)'
+        f'  RETURNING p."offset"'
+        f") SELECT epoch, next_offset, valid, valid AND cardinality(ARRAY(SELECT DISTINCT unnest(acked))) > "
+        f"(SELECT count(*) FROM hit CROSS JOIN LATERAL unnest(hit.offsets) AS u(o) WHERE u.o = ANY(acked)) "
+        f"+ (SELECT count(*) FROM done) FROM verdict",
+        [consumer_pk, epochs, offsets, consumer_pk, consumer_pk, LEASED, consumer_pk, QUEUED],
+        prepare=True,
     )
     row = cursor.fetchone()
-    return None if row is None else (int(row[0]), int(row[1]), bool(row[2]))
+    return None if row is None else (int(row[0]), int(row[1]), bool(row[2]), bool(row[3]))
 
 
 def nack(
     cursor: Any,
     consumer_pk: int,
+    topic_name: str,
     deliveries: list[tuple[int, int]],
     *,
     delay_ms: int,
@@ -475,6 +579,7 @@ def nack(
     """Make these deliveries available again after ``delay_ms``, or dead-letter those that were the last allowed
     one. Only a delivery still out counts; returns the offsets acted on."""
     offsets, counts = _columns(deliveries)
+    _split_batches_holding(cursor, consumer_pk, topic_name, offsets)
     cursor.execute(
         f"WITH target AS (SELECT * FROM unnest(%s::bigint[], %s::int[]) AS t(o, d)), "
         f'dead AS (DELETE FROM {PENDING} p USING target WHERE p.consumer_id = %s AND p."offset" = target.o '
@@ -505,9 +610,12 @@ def nack(
     return {offset for (offset,) in cursor.fetchall()}
 
 
-def extend(cursor: Any, consumer_pk: int, deliveries: list[tuple[int, int]], *, ack_wait: int) -> set[int]:
+def extend(
+    cursor: Any, consumer_pk: int, topic_name: str, deliveries: list[tuple[int, int]], *, ack_wait: int
+) -> set[int]:
     """Restart the leases of these deliveries, if they are still out; return the offsets extended."""
     offsets, counts = _columns(deliveries)
+    _split_batches_holding(cursor, consumer_pk, topic_name, offsets)
     cursor.execute(
         f"UPDATE {PENDING} p SET available_at = now() + make_interval(secs => %s) "
         "FROM unnest(%s::bigint[], %s::int[]) AS t(o, d) "
@@ -532,6 +640,7 @@ def seek(cursor: Any, consumer_pk: int, offset: int) -> bool:
     if cursor.fetchone() is None:
         return False
     cursor.execute(f"DELETE FROM {PENDING} WHERE consumer_id = %s", [consumer_pk])
+    cursor.execute(f"DELETE FROM {BATCHES} WHERE consumer_id = %s", [consumer_pk])
     cursor.execute(f'DELETE FROM {DEAD} WHERE consumer_id = %s AND "offset" >= %s', [consumer_pk, offset])
     cursor.execute(f"UPDATE {CONSUMERS} SET next_offset = %s, epoch = epoch + 1 WHERE id = %s", [offset, consumer_pk])
     return True
@@ -568,14 +677,18 @@ def position(cursor: Any, consumer_pk: int) -> Position | None:
         return None
     _bury_expired(cursor, consumer_pk, row[0])
     cursor.execute(
-        f"SELECT c.next_offset, t.last_offset, p.lowest, p.pending, p.leased, p.redelivering, p.queued, "
+        f"SELECT c.next_offset, t.last_offset, least(p.lowest, b.lowest), p.pending + b.events, "
+        "p.leased + b.leased, p.redelivering, p.queued, "
         f"(SELECT count(*) FROM {DEAD} d WHERE d.consumer_id = c.id) "
         f"FROM {CONSUMERS} c JOIN {TOPICS} t ON t.id = c.topic_id, LATERAL ("
         '  SELECT min("offset") AS lowest, count(*) FILTER (WHERE state <> %s) AS pending,'
         "  count(*) FILTER (WHERE state = %s AND available_at > now()) AS leased,"
         "  count(*) FILTER (WHERE delivery_count > 1) AS redelivering,"
         "  count(*) FILTER (WHERE state = %s) AS queued"
-        f"  FROM {PENDING} WHERE consumer_id = c.id) p "
+        f"  FROM {PENDING} WHERE consumer_id = c.id) p, LATERAL ("
+        "  SELECT min(first_offset) AS lowest, coalesce(sum(cardinality(offsets)), 0) AS events,"
+        "  coalesce(sum(cardinality(offsets)) FILTER (WHERE available_at > now()), 0) AS leased"
+        f"  FROM {BATCHES} WHERE consumer_id = c.id) b "
         "WHERE c.id = %s",
         [QUEUED, LEASED, QUEUED, consumer_pk],
     )

@@ -6,6 +6,9 @@
 - ``PendingEvent``: an event handed out and not yet acknowledged (leased, or waiting for redelivery after a nack
   or an expired lease), or, with ``ordered``, queued behind an earlier event of its topic id. Acknowledged
   events below ``next_offset`` have no row, so the table holds what is in flight, not the log.
+- ``LeasedBatch``: the events one fetch handed out fresh, leased together in one row rather than a
+  ``PendingEvent`` each. Anything but the ack of the whole batch (a partial ack, a nack, an extend, the end of
+  its lease, retention) first splits it into the ``PendingEvent`` rows it stands for (``consumers.leases``).
 - ``DeadLetter``: an event that used up ``max_deliveries``; kept until redriven or sought past, or until
   retention deletes its event.
 
@@ -13,6 +16,7 @@ The consumer's floor is derived, never stored: the lowest pending offset - 1, or
 nothing is pending (docs/consumers.md). Acks therefore write nothing but the deletion of their rows.
 """
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from eventrelay.refs import ID_MAX_LENGTH
@@ -90,6 +94,25 @@ class PendingEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.offset} ({self.state}, delivery {self.delivery_count})"
+
+
+class LeasedBatch(models.Model):
+    """Stands for one ``PendingEvent`` per element of ``offsets``: leased, first delivery, until ``available_at``,
+    no error. A fetch of fresh events writes this one row and an ack of all of them deletes it, where a row per
+    event would be written, indexed three times and deleted (docs/consumers.md, "How leases are stored")."""
+
+    pk = models.CompositePrimaryKey("consumer_id", "first_offset")
+    consumer = models.ForeignKey(Consumer, on_delete=models.CASCADE, related_name="leased_batches", db_index=False)
+    first_offset = models.BigIntegerField()
+    last_offset = models.BigIntegerField()
+    offsets = ArrayField(models.BigIntegerField())  # ascending, all from first_offset to last_offset
+    available_at = models.DateTimeField()  # when the lease ends
+
+    class Meta:
+        indexes = [models.Index(fields=["consumer", "available_at"], name="consumers_batch_due")]
+
+    def __str__(self) -> str:
+        return f"{self.first_offset}..{self.last_offset} ({len(self.offsets)} leased)"
 
 
 class DeadLetter(models.Model):

@@ -13,12 +13,13 @@ from django.db import connection
 from django.dispatch import receiver
 
 from consumers import leases
-from consumers.models import Consumer, DeadLetter, PendingEvent
+from consumers.models import Consumer, DeadLetter, LeasedBatch, PendingEvent
 from topics.models import Topic
 from topics.signals import events_expiring
 from topics.tables import quoted_table
 
 PENDING = PendingEvent._meta.db_table
+BATCHES = LeasedBatch._meta.db_table
 DEAD = DeadLetter._meta.db_table
 CONSUMERS = Consumer._meta.db_table
 TOPICS = Topic._meta.db_table
@@ -30,8 +31,9 @@ def move_past_expired_events(sender: object, name: str, first: int, up_to: int, 
         cursor.execute(
             f"SELECT c.id, c.next_offset, c.ref_id, c.event_names::text FROM {CONSUMERS} c "
             f"JOIN {TOPICS} t ON t.id = c.topic_id WHERE t.name = %s AND (c.next_offset < %s OR EXISTS "
-            f'(SELECT 1 FROM {PENDING} p WHERE p.consumer_id = c.id AND p."offset" < %s)) ORDER BY c.id FOR UPDATE OF c',
-            [name, up_to, up_to],
+            f'(SELECT 1 FROM {PENDING} p WHERE p.consumer_id = c.id AND p."offset" < %s) OR EXISTS '
+            f"(SELECT 1 FROM {BATCHES} b WHERE b.consumer_id = c.id AND b.first_offset < %s)) ORDER BY c.id FOR UPDATE OF c",
+            [name, up_to, up_to, up_to],
         )
         for consumer_pk, next_offset, ref_id, names_json in cursor.fetchall():
             _expire(cursor, name, consumer_pk, next_offset, ref_id, names_json, up_to)
@@ -45,6 +47,7 @@ def _expire(cursor: Any, topic: str, consumer_pk: int, next_offset: int, ref_id:
         where, params = leases.matching(ref_id or None, json.loads(names), next_offset=next_offset, up_to=up_to - 1)
         cursor.execute(f"SELECT count(*) FROM {quoted_table(topic)} WHERE {where}", params)
         unexamined = cursor.fetchone()[0]
+    leases.split_batches_below(cursor, consumer_pk, topic, up_to)
     cursor.execute(f'DELETE FROM {PENDING} WHERE consumer_id = %s AND "offset" < %s', [consumer_pk, up_to])
     pending = cursor.rowcount
     cursor.execute(f'DELETE FROM {DEAD} WHERE consumer_id = %s AND "offset" < %s', [consumer_pk, up_to])

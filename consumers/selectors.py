@@ -3,10 +3,10 @@ position is ``consumers.services.describe``; these only read, and never count a 
 
 from dataclasses import dataclass
 
-from django.db.models import BigIntegerField, Count, F, OuterRef, Subquery, Value
+from django.db.models import BigIntegerField, Count, F, Func, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Greatest
 
-from consumers.models import Consumer, DeadLetter, PendingEvent
+from consumers.models import Consumer, DeadLetter, LeasedBatch, PendingEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +27,19 @@ def _per_consumer(queryset: object) -> Coalesce:
     return Coalesce(Subquery(rows.annotate(n=Count("offset")).values("n")), 0)
 
 
+def _leased_in_batches() -> Coalesce:
+    batches = LeasedBatch.objects.filter(consumer=OuterRef("pk")).order_by().values("consumer")
+    events = Sum(Func(F("offsets"), function="cardinality", output_field=BigIntegerField()))
+    return Coalesce(Subquery(batches.annotate(n=events).values("n")), 0)
+
+
 def largest_lags(limit: int) -> list[ConsumerLag]:
     """The ``limit`` consumers furthest behind, in one query (correlated counts of their pending events and dead
     letters, and the topic's head minus the next offset), largest lag first."""
     consumers = (
         Consumer.objects.select_related("topic")
         .annotate(
-            pending_count=_per_consumer(PendingEvent.objects.exclude(state=PendingEvent.QUEUED)),
+            pending_count=_per_consumer(PendingEvent.objects.exclude(state=PendingEvent.QUEUED)) + _leased_in_batches(),
             queued_count=_per_consumer(PendingEvent.objects.filter(state=PendingEvent.QUEUED)),
             dead_count=_per_consumer(DeadLetter.objects.all()),
         )

@@ -27,7 +27,7 @@ from django.db import IntegrityError, connection, transaction
 from consumers import leases
 from consumers.models import Consumer, DeadLetter
 from eventrelay.auth import Principal, require_read
-from eventrelay.db import run_sync
+from eventrelay.db import prepared_cursor, run_sync
 from eventrelay.errors import AlreadyExists, InvalidInput, NotFound
 from eventrelay.refs import TopicRef
 from events import live
@@ -194,7 +194,9 @@ def list_consumers(principal: Principal, topic_ref: object) -> list[ConsumerInfo
 
 
 def delete_consumer(principal: Principal, topic_ref: object, name: object) -> None:
-    _resolve(principal, topic_ref, name).delete()
+    consumer = _resolve(principal, topic_ref, name)
+    consumer.delete()
+    _forget(consumer)
 
 
 def consumers_of_topic(topic_name: str) -> list[ConsumerInfo]:
@@ -242,8 +244,7 @@ def describe(consumer: Consumer) -> ConsumerInfo:
 
 def fetch(principal: Principal, topic_ref: object, name: object, max_events: object = None) -> list[Delivery]:
     """Lease up to ``max_events`` events now (no waiting): due redeliveries first, then new events."""
-    consumer = _resolve(principal, topic_ref, name)
-    outcome = _fetch_once(consumer.pk, consumer.name, _max_events(max_events))
+    consumer, outcome = _resolve_and_fetch(_authorized(principal, topic_ref), name, _max_events(max_events))
     return _deliveries(consumer.pk, outcome)
 
 
@@ -300,7 +301,7 @@ async def _afetch(
             if outcome.has_pending:
                 timeout = min(timeout, recheck)
             await watcher.wait(timeout)
-            outcome = await run_sync(_fetch_once, consumer.pk, consumer.name, limit, encoded_only)
+            outcome = await run_sync(_fetch_once, consumer, limit, encoded_only)
 
 
 class _Polling:
@@ -332,15 +333,23 @@ async def _watching(ref: TopicRef) -> AsyncIterator["live.Watcher | _Polling"]:
 def _resolve_and_fetch(
     ref: TopicRef, name: object, limit: int, encoded_only: bool = False
 ) -> tuple[Consumer, leases.FetchOutcome[Any]]:
-    consumer = _resolve_authorized(ref, name)
-    return consumer, _fetch_once(consumer.pk, consumer.name, limit, encoded_only)
+    consumer = _resolve_remembered(ref, name)
+    try:
+        return consumer, _fetch_once(consumer, limit, encoded_only)
+    except NotFound:
+        consumer = _resolve_again(ref, name)  # (NotFound when it is gone indeed)
+        return consumer, _fetch_once(consumer, limit, encoded_only)
 
 
-def _fetch_once(consumer_pk: int, name: str, limit: int, encoded_only: bool = False) -> leases.FetchOutcome[Any]:
-    with transaction.atomic():
-        outcome = leases.fetch_encoded(consumer_pk, limit) if encoded_only else leases.fetch(consumer_pk, limit)
+def _fetch_once(consumer: Consumer, limit: int, encoded_only: bool = False) -> leases.FetchOutcome[Any]:
+    """The common case (new events for an unordered consumer) in one round trip, anything else in a transaction."""
+    outcome = None if consumer.ordered else leases.lease_fresh(consumer, limit, encoded_only=encoded_only)
     if outcome is None:
-        raise NotFound(f"consumer '{name}' was deleted", field="consumer")
+        with transaction.atomic():
+            outcome = leases.fetch_encoded(consumer.pk, limit) if encoded_only else leases.fetch(consumer.pk, limit)
+    if outcome is None:
+        _forget(consumer)
+        raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
     return outcome
 
 
@@ -365,14 +374,19 @@ def ack_id_of(consumer_pk: int, epoch: int, offset: int, delivery: int) -> str:
 def ack(principal: Principal, topic_ref: object, name: object, ack_ids: object) -> AckOutcome:
     """The events are done. Idempotent; an ackId of a delivery that was redelivered since still acks the event.
     One unknown or malformed ackId refuses the call and nothing of it is applied."""
-    consumer = _resolve(principal, topic_ref, name)
+    ref = _authorized(principal, topic_ref)
+    consumer = _resolve_remembered(ref, name)
+    if _owners_other_than(consumer.pk, ack_ids):
+        consumer = _resolve_again(ref, name)  # (a consumer created again under the name is a new one)
     parsed = _parse_ack_ids(consumer.pk, ack_ids)
     _refuse_deliveries_never_made(parsed)
-    with connection.cursor() as cursor:
-        state = leases.check_and_ack(
-            cursor, consumer.pk, [item.epoch for item in parsed], [item.offset for item in parsed]
-        )
+    epochs, offsets = [item.epoch for item in parsed], [item.offset for item in parsed]
+    with prepared_cursor() as cursor:
+        state = leases.check_and_ack(cursor, consumer.pk, consumer.topic.name, epochs, offsets)
     if state is None:
+        _forget(consumer)
+        if _resolve_again(ref, name).pk != consumer.pk:  # (NotFound when none is there now)
+            return ack(principal, topic_ref, name, ack_ids)  # the new one refuses the old one's ackIds
         raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
     epoch, next_offset, valid = state
     if not valid:
@@ -412,6 +426,7 @@ def nack(
             leases.nack(
                 cursor,
                 consumer.pk,
+                consumer.topic.name,
                 [(item.offset, item.delivery) for item in current],
                 delay_ms=delay,
                 reason=reason,
@@ -436,6 +451,7 @@ def extend(principal: Principal, topic_ref: object, name: object, ack_ids: objec
             leases.extend(
                 cursor,
                 consumer.pk,
+                consumer.topic.name,
                 [(item.offset, item.delivery) for item in current],
                 ack_wait=consumer.ack_wait_seconds,
             )
@@ -582,6 +598,46 @@ def _authorized(principal: Principal, topic_ref: object) -> TopicRef:
     return ref
 
 
+# The consumers that fetches and acks found, by reference and name. A consumer's settings never change (nothing
+# edits them), so an entry goes wrong only when its consumer is deleted: the call that finds it gone forgets it
+# and looks the name up once more (a consumer created again under the name is a new row, with a new id).
+_REMEMBERED: dict[tuple[str, str, str], Consumer] = {}
+_REMEMBERED_MAX = 10_000
+
+
+def _resolve_remembered(ref: TopicRef, name: object) -> Consumer:
+    """:func:`_resolve_authorized`, saving the lookup for a consumer found before: every fetch and ack names its
+    consumer, and the lookup was a round trip to PostgreSQL each time."""
+    key = (ref.name, ref.id or "", validate_name(name, field="consumer"))
+    consumer = _REMEMBERED.get(key)
+    if consumer is None:
+        consumer = _resolve_authorized(ref, name)
+        if len(_REMEMBERED) >= _REMEMBERED_MAX:
+            _REMEMBERED.clear()
+        _REMEMBERED[key] = consumer
+    return consumer
+
+
+def _resolve_again(ref: TopicRef, name: object) -> Consumer:
+    _REMEMBERED.pop((ref.name, ref.id or "", validate_name(name, field="consumer")), None)
+    return _resolve_remembered(ref, name)
+
+
+def _forget(consumer: Consumer) -> None:
+    key = (consumer.topic.name, consumer.ref_id, consumer.name)
+    remembered = _REMEMBERED.get(key)
+    if remembered is not None and remembered.pk == consumer.pk:
+        _REMEMBERED.pop(key, None)
+
+
+def _owners_other_than(consumer_pk: int, ack_ids: object) -> bool:
+    """Whether some well-formed ackId names another consumer (its first part)."""
+    if not isinstance(ack_ids, list | tuple):
+        return False
+    prefix = f"{consumer_pk}-"
+    return any(isinstance(text, str) and not text.startswith(prefix) for text in ack_ids)
+
+
 def _resolve(principal: Principal, topic_ref: object, name: object) -> Consumer:
     return _resolve_authorized(_authorized(principal, topic_ref), name)
 
@@ -613,8 +669,8 @@ _CONSUMER_NAMED = (
 def _consumer_named(topic_name: str, ref_id: str, name: str) -> Consumer | None:
     """``Consumer.objects.of_ref(topic_name, ref_id).get(name=name)`` with its topic, or None: one statement
     written once rather than a queryset compiled on each call, since every fetch and ack looks its consumer up."""
-    with connection.cursor() as cursor:
-        cursor.execute(_CONSUMER_NAMED, [topic_name, ref_id, name])
+    with prepared_cursor() as cursor:
+        cursor.execute(_CONSUMER_NAMED, [topic_name, ref_id, name], prepare=True)
         row = cursor.fetchone()
     if row is None:
         return None

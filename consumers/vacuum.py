@@ -1,5 +1,6 @@
-"""Keeping the table of events in flight small: every acknowledged event deletes its ``PendingEvent`` row, and a
-deleted row's space (and its four index entries) is reusable only after a ``VACUUM``. Autovacuum does that where
+"""Keeping the tables of events in flight small: every acknowledged event deletes its ``PendingEvent`` row (or,
+handed out in a batch, its batch's ``LeasedBatch`` row), and a deleted row's space (and its index entries) is
+reusable only after a ``VACUUM``. Autovacuum does that where
 it is on; where it is off (as on the development machine, docs/retention.md), the table and its indexes would
 grow with every event ever consumed, and each fetch's probes of the pending rows would walk the dead index
 entries. Beat runs :func:`vacuum_if_churned` every ``ER_CONSUMER_VACUUM_S``.
@@ -11,17 +12,21 @@ import logging
 from django.conf import settings
 from django.db import connection
 
-from consumers.models import PendingEvent
+from consumers.models import LeasedBatch, PendingEvent
 
 logger = logging.getLogger(__name__)
 
 PENDING = PendingEvent._meta.db_table
+BATCHES = LeasedBatch._meta.db_table
 
 
 def dead_rows() -> int:
-    """PostgreSQL's count of the pending table's dead rows (its statistics: up to a second behind)."""
+    """PostgreSQL's count of the two tables' dead rows (its statistics: up to a second behind)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = %s::regclass", [PENDING])
+        cursor.execute(
+            "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE relid IN (%s::regclass, %s::regclass)",
+            [PENDING, BATCHES],
+        )
         row = cursor.fetchone()
     return int(row[0]) if row else 0
 
@@ -33,6 +38,6 @@ def vacuum_if_churned() -> bool:
     if dead < settings.ER_CONSUMER_VACUUM_DEAD_ROWS:
         return False
     with connection.cursor() as cursor:
-        cursor.execute(f"VACUUM (ANALYZE) {PENDING}")
-    logger.info("vacuumed the consumers' pending table (%d dead rows)", dead)
+        cursor.execute(f"VACUUM (ANALYZE) {PENDING}, {BATCHES}")
+    logger.info("vacuumed the consumers' tables of events in flight (%d dead rows)", dead)
     return True

@@ -1,9 +1,11 @@
 """Database connections: running Django ORM work from asyncio code (the gRPC server, WebSocket
 consumers, the live hub), and the web process's per-request connections."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
@@ -27,6 +29,23 @@ async def run_sync(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) 
         return function(*args, **kwargs)
 
     return await sync_to_async(call, thread_sensitive=False)()
+
+
+@contextmanager
+def prepared_cursor() -> Iterator[psycopg.Cursor[Any]]:
+    """A cursor of this thread's database connection (in its transaction, if one is open) that binds parameters
+    on the server, so that ``execute(sql, params, prepare=True)`` has PostgreSQL parse and plan the statement
+    once per connection instead of at every call. Django's cursors bind on the client, which cannot prepare:
+    for the few statements run on every fetch and ack, the parsing and planning cost PostgreSQL more than
+    running them. Errors come out as Django's database errors, as from Django's own cursors.
+
+    Server-side binding sends each parameter with its type: what the statement does with it must be valid
+    for the types psycopg picks (an ``int`` is a smallint, integer or bigint by its size)."""
+    connection.validate_no_broken_transaction()
+    with connection.wrap_database_errors:
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            yield cursor
 
 
 def _close_request_connections(sender: Any, **kwargs: Any) -> None:

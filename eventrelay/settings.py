@@ -88,6 +88,11 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, con
 # Shown in pg_stat_activity, so an operator can tell which process holds which connections.
 ER_DB_APPLICATION_NAME = env_str("ER_DB_APPLICATION_NAME", "eventrelay")
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("application_name", ER_DB_APPLICATION_NAME)
+# Prepared statements for the few statements every consumer fetch and ack runs (eventrelay.db.prepared_cursor):
+# nothing else is ever prepared (a threshold no statement reaches). Off (None, Django's default) behind a
+# connection pooler in transaction mode that cannot keep them (PgBouncer before 1.21).
+ER_DB_PREPARED_STATEMENTS = env_bool("ER_DB_PREPARED_STATEMENTS", True)
+DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 2**31 - 1 if ER_DB_PREPARED_STATEMENTS else None
 # A bounded pool of connections shared by the process's threads (psycopg_pool), instead of one connection per
 # thread: the webhook worker (the Procfile sets it from ER_WEBHOOK_DB_POOL) runs many delivery threads that hold
 # a connection only while they talk to PostgreSQL, never while a request to a receiver is in flight.

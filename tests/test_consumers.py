@@ -11,7 +11,7 @@ import pytest
 from django.db import connection, connections
 
 from consumers import services
-from consumers.models import PendingEvent
+from consumers.models import LeasedBatch, PendingEvent
 from eventrelay.auth import Principal
 from eventrelay.errors import AlreadyExists, Forbidden, InvalidInput, NotFound
 from events.services import publish
@@ -249,7 +249,7 @@ def test_deleting_the_topic_deletes_its_consumers(admin: Principal, users: str) 
     services.create_consumer(admin, users, "billing", {})
     services.fetch(admin, users, "billing")
     delete_topic(users)
-    assert not PendingEvent.objects.exists()
+    assert not PendingEvent.objects.exists() and not LeasedBatch.objects.exists()
     create_topic(users)
     assert services.list_consumers(admin, users) == []
 
