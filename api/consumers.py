@@ -152,14 +152,16 @@ class RedriveView(EventRelayView):
         return Response({"offsets": services.redrive(self.principal, ref, consumer, body.get("offsets"))})
 
 
-def _fetch_response(deliveries: list[Delivery]) -> HttpResponse:
+def _fetch_response(deliveries: list[Delivery], stale_ack_ids: list[str]) -> HttpResponse:
     """Each event in its canonical JSON text, its stored payloads spliced in verbatim (as a pull answers)."""
     items = ",".join(
         f'{{"ackId":{json.dumps(delivery.ack_id)},"deliveryCount":{delivery.delivery_count},'
         f'"event":{canonical_json(delivery.event)}}}'
         for delivery in deliveries
     )
-    return HttpResponse(f'{{"deliveries":[{items}]}}', content_type="application/json")
+    return HttpResponse(
+        f'{{"deliveries":[{items}],"staleAckIds":{json.dumps(stale_ack_ids)}}}', content_type="application/json"
+    )
 
 
 class FetchView(APIView):
@@ -175,8 +177,10 @@ class FetchView(APIView):
     async def post(self, request: Request, ref: str, consumer: str) -> HttpResponse:
         principal = await _principal_of(request)
         body = body_object(request)
-        deliveries = await services.afetch(principal, ref, consumer, body.get("maxEvents"), body.get("waitMs"))
-        return _fetch_response(deliveries)
+        deliveries, stale = await services.afetch(
+            principal, ref, consumer, body.get("maxEvents"), body.get("waitMs"), body.get("ackIds")
+        )
+        return _fetch_response(deliveries, stale)
 
     async def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         self.args, self.kwargs = args, kwargs

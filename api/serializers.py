@@ -330,6 +330,12 @@ class CreateConsumerSerializer(serializers.Serializer):
 class FetchSerializer(serializers.Serializer):
     maxEvents = _ranged("maxEvents", required=False, help_text="At most this many (default 100).")
     waitMs = _ranged("waitMs", required=False, help_text="With nothing available, wait this long (default 0).")
+    ackIds = serializers.ListField(
+        child=AckIdField(),
+        required=False,
+        help_text="Acknowledged before the fetch, as an ack would (the previous batch's): one call instead of two. "
+        "One unknown ackId refuses the call, and nothing is acknowledged or leased.",
+    )
 
 
 class DeliverySerializer(serializers.Serializer):
@@ -340,6 +346,9 @@ class DeliverySerializer(serializers.Serializer):
 
 class FetchResponseSerializer(serializers.Serializer):
     deliveries = DeliverySerializer(many=True)
+    staleAckIds = serializers.ListField(
+        child=AckIdField(), help_text="Of the request's ackIds, those that acted on nothing (as an ack answers)."
+    )
 
 
 def _ack_ids() -> serializers.ListField:

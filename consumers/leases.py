@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import psycopg
 from django.conf import settings
 from django.db import connection
 
@@ -98,38 +99,86 @@ class Position:
 # --- Fetch -------------------------------------------------------------------------------------------------
 
 
-def lease_fresh(consumer: Consumer, max_events: int, *, encoded_only: bool) -> FetchOutcome[Any] | None:
-    """The common fetch of an unordered consumer: when nothing of it is due for redelivery, lease up to
-    ``max_events`` new events as one batch. None when this is not that case (something is due, nothing new
-    is there, or the consumer is gone): :func:`fetch` then does the rest.
+@dataclass(frozen=True, slots=True)
+class AckIds:
+    """The ackIds an ack acts on, as (epoch, offset) columns."""
 
-    One transaction, sent in one round trip (a pipeline): the consumer's row lock, the statement that leases,
-    the commit. The lock is held for what PostgreSQL does, never for a round trip to this process, and the
-    leasing statement starts after the lock is granted, so its snapshot has every earlier fetch's leases.
-    It reads the position itself (``next_offset``, the topic's head), which only a fetch under the lock moves."""
+    epochs: list[int]
+    offsets: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class AckVerdict:
+    epoch: int
+    next_offset: int
+    valid: bool  # every ackId was handed out (when not, nothing was applied)
+
+
+def lease_fresh(
+    consumer: Consumer, max_events: int, *, encoded_only: bool, acks: AckIds | None = None
+) -> tuple[FetchOutcome[Any] | None, AckVerdict | None]:
+    """The common fetch of an unordered consumer: when nothing of it is due for redelivery, lease up to
+    ``max_events`` new events as one batch; with ``acks``, acknowledge those first, in the same transaction
+    (a fetch that acks the previous batch). Returns the outcome, None when this is not that case (something
+    is due, nothing new is there, the acks were refused, or the consumer is gone: :func:`fetch` then does the
+    rest), and the acks' verdict (None without acks, or when the consumer is gone). Acks refused lease nothing.
+
+    One transaction, sent in one round trip (a pipeline): the consumer's row lock, the acks, the statement
+    that leases, the commit. The lock is held for what PostgreSQL does, never for a round trip to this process,
+    and each statement starts after the lock is granted, so its snapshot has every earlier fetch's leases.
+    The statements read the position themselves (``next_offset``, the topic's head), which only a fetch under
+    the lock moves."""
     topic_id, names = consumer.ref_id or None, consumer.event_names
+    verdict: AckVerdict | None = None
     for whole_range in (False, True):
-        with prepared_cursor() as lock, prepared_cursor() as lease:
-            with lock.connection.pipeline(), lock.connection.transaction():
-                lock.execute(_LOCK_FOR_FETCH, [consumer.pk], prepare=True)
-                _lease_new_unless_due(
-                    lease, consumer, topic_id, names, max_events, encoded_only=encoded_only, whole_range=whole_range
-                )
+        with (
+            prepared_cursor() as tx,
+            prepared_cursor() as lock,
+            prepared_cursor() as lease,
+            prepared_cursor() as acking,
+        ):
+            try:
+                # BEGIN and COMMIT are sent as statements: psycopg's own transaction block waits for the
+                # statements' results before it sends the COMMIT, a round trip with the lock held.
+                with tx.connection.pipeline():
+                    tx.execute("BEGIN")
+                    lock.execute(_LOCK_FOR_FETCH, [consumer.pk], prepare=True)
+                    if acks is not None:
+                        _send_ack_statement(acking, consumer.pk, consumer.topic.name, acks.epochs, acks.offsets)
+                    _lease_new_unless_due(
+                        lease,
+                        consumer,
+                        topic_id,
+                        names,
+                        max_events,
+                        acks or AckIds([], []),
+                        encoded_only=encoded_only,
+                        whole_range=whole_range,
+                    )
+                    tx.execute("COMMIT")
+            except BaseException:
+                # A statement failed: PostgreSQL skipped the rest, the COMMIT too, and the transaction is open.
+                if tx.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    tx.connection.rollback()
+                raise
             locked = lock.fetchone()
+            if acks is not None:
+                verdict = _settle_ack(acking, consumer.pk, consumer.topic.name, acks)
+                acks = None  # applied: a second try below leases only
             rows = lease.fetchall()
             if locked is None or not rows or rows[0][0]:
-                return None  # gone, or something due
+                return None, verdict  # gone, something due, or the acks were refused
             epoch, next_offset, head = locked
             if rows[0][1] is not None:
                 if encoded_only:
-                    return FetchOutcome(_encoded_handouts(lease, consumer.topic.name, rows), epoch, None, True)
+                    return FetchOutcome(_encoded_handouts(lease, consumer.topic.name, rows), epoch, None, True), verdict
                 handouts = [Handout(1, _event_of(consumer.topic.name, row[1:])) for row in rows]
-                return FetchOutcome(handouts, epoch, None, True)
+                return FetchOutcome(handouts, epoch, None, True), verdict
         # A window of a gapless topic with nothing in it means offsets are missing from it after all
         # (retention): then the rest of the topic is searched rather than handing out nothing.
         if whole_range or names or topic_id or not next_offset + max_events <= head:
-            return None
-    return None
+            return None, verdict
+    return None, verdict
 
 
 _LOCK_FOR_FETCH = (
@@ -222,14 +271,15 @@ def _lease_new_unless_due(
     topic_id: str | None,
     names: list[str],
     max_events: int,
+    acks: AckIds,
     *,
     encoded_only: bool,
     whole_range: bool,
 ) -> None:
     """Send the statement that, when no pending event or batch of the (unordered) consumer is due, leases new
     events from its ``next_offset`` on as one batch and moves ``next_offset`` past them. Its rows: whether
-    something was due (then nothing was done), and the events leased (the returned columns; NULL in the one row
-    there is when none was).
+    something was due or ``acks`` names an ackId never handed out (then nothing was done), and the events leased
+    (the returned columns; NULL in the one row there is when none was).
 
     The consumer's row lock is held already, so this statement's snapshot has every earlier fetch's leases.
     Every pending offset is below ``next_offset`` (leases are taken below it, a seek drops them all and the
@@ -254,10 +304,12 @@ def _lease_new_unless_due(
     returned = '"offset", wire' if encoded_only else f"{_EVENT_COLUMN_NAMES}, wire"
     read = '"offset", wire' if encoded_only else f"{EVENT_COLUMNS}, wire"
     cursor.execute(
-        f"WITH pos AS (SELECT c.next_offset AS next, t.last_offset AS head FROM {CONSUMERS} c "
-        f"JOIN {TOPICS} t ON t.id = c.topic_id WHERE c.id = %s), "
-        f"span AS (SELECT next, head, {up_to} AS up_to FROM pos), "
-        f"probe AS (SELECT (EXISTS (SELECT 1 FROM {PENDING} WHERE consumer_id = %s AND available_at <= now()) "
+        f"WITH pos AS (SELECT c.next_offset AS next, t.last_offset AS head, NOT EXISTS (SELECT 1 FROM "
+        "unnest(%s::bigint[], %s::bigint[]) AS u(e, o) WHERE e > c.epoch OR (e = c.epoch AND o >= c.next_offset)) "
+        f"AS acks_valid FROM {CONSUMERS} c JOIN {TOPICS} t ON t.id = c.topic_id WHERE c.id = %s), "
+        f"span AS (SELECT next, head, acks_valid, {up_to} AS up_to FROM pos), "
+        f"probe AS (SELECT (NOT span.acks_valid OR EXISTS (SELECT 1 FROM {PENDING} WHERE consumer_id = %s "
+        "AND available_at <= now()) "
         f"OR EXISTS (SELECT 1 FROM {BATCHES} WHERE consumer_id = %s AND available_at <= now())) AS due, "
         f'CASE WHEN span.next - coalesce(least((SELECT min("offset") FROM {PENDING} WHERE consumer_id = %s), '
         f"(SELECT min(first_offset) FROM {BATCHES} WHERE consumer_id = %s)), span.next) <= %s "
@@ -275,6 +327,8 @@ def _lease_new_unless_due(
         'THEN (SELECT max("offset") FROM ev) + 1 ELSE span.up_to + 1 END FROM room, span WHERE id = %s AND room.n > 0) '
         f'SELECT room.due, {returned} FROM room LEFT JOIN ev ON true ORDER BY "offset"',
         [
+            acks.epochs,
+            acks.offsets,
             pk,
             *up_to_params,
             pk,
@@ -519,18 +573,27 @@ def check_and_ack(
     is gone when this statement reaches it, and the pending rows made of it are newer than the statement's
     snapshot: the ackIds it did not find are then looked for once more, by the same statement, whose new
     snapshot has them (the other transaction committed before this one could pass its batch)."""
-    state = _ack_statement(cursor, consumer_pk, topic_name, epochs, offsets)
-    if state is not None and state[2] and state[3]:
-        state = _ack_statement(cursor, consumer_pk, topic_name, epochs, offsets)
-    return None if state is None else state[:3]
+    _send_ack_statement(cursor, consumer_pk, topic_name, epochs, offsets)
+    verdict = _settle_ack(cursor, consumer_pk, topic_name, AckIds(epochs, offsets))
+    return None if verdict is None else (verdict.epoch, verdict.next_offset, verdict.valid)
 
 
-def _ack_statement(
-    cursor: Any, consumer_pk: int, topic_name: str, epochs: list[int], offsets: list[int]
-) -> tuple[int, int, bool, bool] | None:
-    """(epoch, next offset, valid, whether some acked event was found neither in a batch nor pending).
+def _settle_ack(cursor: Any, consumer_pk: int, topic_name: str, acks: AckIds) -> AckVerdict | None:
+    """The verdict of the ack statement ``cursor`` sent, after the second look :func:`check_and_ack` describes
+    when it is needed; None when the consumer no longer exists."""
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    if row[2] and row[3]:
+        _send_ack_statement(cursor, consumer_pk, topic_name, acks.epochs, acks.offsets)
+        row = cursor.fetchone() or row
+    return AckVerdict(int(row[0]), int(row[1]), bool(row[2]))
 
-    ``cursor`` is a prepared cursor (``eventrelay.db.prepared_cursor``): the statement is parsed and planned once."""
+
+def _send_ack_statement(cursor: Any, consumer_pk: int, topic_name: str, epochs: list[int], offsets: list[int]) -> None:
+    """Send the ack statement; its row: epoch, next offset, valid, and whether some acked event was found neither
+    in a batch nor pending. ``cursor`` is a prepared cursor (``eventrelay.db.prepared_cursor``): the statement
+    is parsed and planned once per connection."""
     cursor.execute(
         f"WITH consumer AS ("
         f"  SELECT epoch, next_offset FROM {CONSUMERS} WHERE id = %s FOR KEY SHARE"
@@ -562,8 +625,6 @@ def _ack_statement(
         [consumer_pk, epochs, offsets, consumer_pk, consumer_pk, LEASED, consumer_pk, QUEUED],
         prepare=True,
     )
-    row = cursor.fetchone()
-    return None if row is None else (int(row[0]), int(row[1]), bool(row[2]), bool(row[3]))
 
 
 def nack(

@@ -244,27 +244,45 @@ def describe(consumer: Consumer) -> ConsumerInfo:
 
 def fetch(principal: Principal, topic_ref: object, name: object, max_events: object = None) -> list[Delivery]:
     """Lease up to ``max_events`` events now (no waiting): due redeliveries first, then new events."""
-    consumer, outcome = _resolve_and_fetch(_authorized(principal, topic_ref), name, _max_events(max_events))
+    consumer, outcome, _ = _resolve_and_fetch(_authorized(principal, topic_ref), name, _max_events(max_events))
     return _deliveries(consumer.pk, outcome)
 
 
 async def afetch(
-    principal: Principal, topic_ref: object, name: object, max_events: object = None, wait_ms: object = None
-) -> list[Delivery]:
+    principal: Principal,
+    topic_ref: object,
+    name: object,
+    max_events: object = None,
+    wait_ms: object = None,
+    ack_ids: object = None,
+) -> tuple[list[Delivery], list[str]]:
     """:func:`fetch`, for the async transports, with long-polling: when nothing is available and ``wait_ms`` > 0,
     wait for new events of the topic (woken by the live hub, holding no database connection), for the next
     lease or nack delay to end, or for a nudge (a nack, redrive or seek elsewhere), and return as soon as
-    anything is handed out, or empty at the deadline."""
-    consumer_pk, outcome = await _afetch(principal, topic_ref, name, max_events, wait_ms, encoded_only=False)
-    return _deliveries(consumer_pk, outcome)
+    anything is handed out, or empty at the deadline.
+
+    With ``ack_ids`` (the previous batch's, say), those are acknowledged first, as :func:`ack` would, in the
+    fetch's own transaction where it can: one call instead of two. Refused ackIds refuse the call, and nothing
+    is acknowledged or leased. Returns the deliveries and the stale ackIds (as :func:`ack` does)."""
+    consumer_pk, outcome, stale = await _afetch(
+        principal, topic_ref, name, max_events, wait_ms, ack_ids, encoded_only=False
+    )
+    return _deliveries(consumer_pk, outcome), stale
 
 
 async def afetch_encoded(
-    principal: Principal, topic_ref: object, name: object, max_events: object = None, wait_ms: object = None
-) -> list[EncodedDelivery]:
+    principal: Principal,
+    topic_ref: object,
+    name: object,
+    max_events: object = None,
+    wait_ms: object = None,
+    ack_ids: object = None,
+) -> tuple[list[EncodedDelivery], list[str]]:
     """:func:`afetch`, each event handed out as its stored encoding: for the transport that owns it (gRPC),
     which sends those bytes as they are."""
-    consumer_pk, outcome = await _afetch(principal, topic_ref, name, max_events, wait_ms, encoded_only=True)
+    consumer_pk, outcome, stale = await _afetch(
+        principal, topic_ref, name, max_events, wait_ms, ack_ids, encoded_only=True
+    )
     return [
         EncodedDelivery(
             ack_id_of(consumer_pk, outcome.epoch, handout.offset, handout.delivery_count),
@@ -273,28 +291,37 @@ async def afetch_encoded(
             handout.wire,
         )
         for handout in outcome.handouts
-    ]
+    ], stale
 
 
 async def _afetch(
-    principal: Principal, topic_ref: object, name: object, max_events: object, wait_ms: object, *, encoded_only: bool
-) -> tuple[int, leases.FetchOutcome[Any]]:
+    principal: Principal,
+    topic_ref: object,
+    name: object,
+    max_events: object,
+    wait_ms: object,
+    ack_ids: object,
+    *,
+    encoded_only: bool,
+) -> tuple[int, leases.FetchOutcome[Any], list[str]]:
     limit = _max_events(max_events)
     wait = _wait_ms(wait_ms)
     ref = _authorized(principal, topic_ref)
+    if ack_ids is None:
+        ack_ids = []
     if wait == 0:
-        found, outcome = await run_sync(_resolve_and_fetch, ref, name, limit, encoded_only)
-        return found.pk, outcome
+        found, outcome, stale = await run_sync(_resolve_and_fetch, ref, name, limit, encoded_only, ack_ids)
+        return found.pk, outcome, stale
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait / 1000
     recheck = settings.ER_CONSUMER_RECHECK_MS / 1000
     # Watching starts before the first read: an event committed between the read and the wait still wakes it.
     async with _watching(ref) as watcher:
-        consumer, outcome = await run_sync(_resolve_and_fetch, ref, name, limit, encoded_only)
+        consumer, outcome, stale = await run_sync(_resolve_and_fetch, ref, name, limit, encoded_only, ack_ids)
         while True:
             remaining = deadline - loop.time()
             if outcome.handouts or remaining <= 0:
-                return consumer.pk, outcome
+                return consumer.pk, outcome, stale
             timeout = remaining
             if outcome.next_due_in is not None:
                 timeout = min(timeout, max(outcome.next_due_in, 0.001))
@@ -331,19 +358,52 @@ async def _watching(ref: TopicRef) -> AsyncIterator["live.Watcher | _Polling"]:
 
 
 def _resolve_and_fetch(
-    ref: TopicRef, name: object, limit: int, encoded_only: bool = False
-) -> tuple[Consumer, leases.FetchOutcome[Any]]:
+    ref: TopicRef, name: object, limit: int, encoded_only: bool = False, ack_ids: object = ()
+) -> tuple[Consumer, leases.FetchOutcome[Any], list[str]]:
+    """Resolve the consumer, apply ``ack_ids`` (see :func:`afetch`) and fetch; with the stale ackIds."""
     consumer = _resolve_remembered(ref, name)
+    if ack_ids:
+        if _owners_other_than(consumer.pk, ack_ids):
+            consumer = _resolve_again(ref, name)  # (a consumer created again under the name is a new one)
+        parsed = _parse_ack_ids(consumer.pk, ack_ids)
+        _refuse_deliveries_never_made(parsed)
+        if consumer.ordered:  # (its acks may free the next event of a topic id: applied, and nudged, first)
+            stale = _ack_at(ref, name, ack_ids).stale
+            return consumer, _fetch_once(consumer, limit, encoded_only), stale
+        try:
+            return _fetch_acking(consumer, parsed, limit, encoded_only)
+        except NotFound:
+            consumer = _resolve_again(ref, name)  # the ackIds are the deleted one's: the new one refuses them
+            return _fetch_acking(consumer, _parse_ack_ids(consumer.pk, ack_ids), limit, encoded_only)
     try:
-        return consumer, _fetch_once(consumer, limit, encoded_only)
+        return consumer, _fetch_once(consumer, limit, encoded_only), []
     except NotFound:
         consumer = _resolve_again(ref, name)  # (NotFound when it is gone indeed)
-        return consumer, _fetch_once(consumer, limit, encoded_only)
+        return consumer, _fetch_once(consumer, limit, encoded_only), []
 
 
-def _fetch_once(consumer: Consumer, limit: int, encoded_only: bool = False) -> leases.FetchOutcome[Any]:
+def _fetch_acking(
+    consumer: Consumer, parsed: list[_AckId], limit: int, encoded_only: bool
+) -> tuple[Consumer, leases.FetchOutcome[Any], list[str]]:
+    """An unordered consumer's acks and fetch in one transaction where the fetch is the common one."""
+    acks = leases.AckIds([item.epoch for item in parsed], [item.offset for item in parsed])
+    outcome, verdict = leases.lease_fresh(consumer, limit, encoded_only=encoded_only, acks=acks)
+    if verdict is None:
+        _forget(consumer)
+        raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
+    if not verdict.valid:
+        _refuse_never_handed_out(parsed, verdict.epoch, verdict.next_offset)
+    stale = [item.text for item in parsed if item.epoch != verdict.epoch]
+    return consumer, outcome or _fetch_once(consumer, limit, encoded_only, fresh_tried=True), stale
+
+
+def _fetch_once(
+    consumer: Consumer, limit: int, encoded_only: bool = False, *, fresh_tried: bool = False
+) -> leases.FetchOutcome[Any]:
     """The common case (new events for an unordered consumer) in one round trip, anything else in a transaction."""
-    outcome = None if consumer.ordered else leases.lease_fresh(consumer, limit, encoded_only=encoded_only)
+    outcome = None
+    if not consumer.ordered and not fresh_tried:
+        outcome, _ = leases.lease_fresh(consumer, limit, encoded_only=encoded_only)
     if outcome is None:
         with transaction.atomic():
             outcome = leases.fetch_encoded(consumer.pk, limit) if encoded_only else leases.fetch(consumer.pk, limit)
@@ -374,7 +434,10 @@ def ack_id_of(consumer_pk: int, epoch: int, offset: int, delivery: int) -> str:
 def ack(principal: Principal, topic_ref: object, name: object, ack_ids: object) -> AckOutcome:
     """The events are done. Idempotent; an ackId of a delivery that was redelivered since still acks the event.
     One unknown or malformed ackId refuses the call and nothing of it is applied."""
-    ref = _authorized(principal, topic_ref)
+    return _ack_at(_authorized(principal, topic_ref), name, ack_ids)
+
+
+def _ack_at(ref: TopicRef, name: object, ack_ids: object) -> AckOutcome:
     consumer = _resolve_remembered(ref, name)
     if _owners_other_than(consumer.pk, ack_ids):
         consumer = _resolve_again(ref, name)  # (a consumer created again under the name is a new one)
@@ -386,7 +449,7 @@ def ack(principal: Principal, topic_ref: object, name: object, ack_ids: object) 
     if state is None:
         _forget(consumer)
         if _resolve_again(ref, name).pk != consumer.pk:  # (NotFound when none is there now)
-            return ack(principal, topic_ref, name, ack_ids)  # the new one refuses the old one's ackIds
+            return _ack_at(ref, name, ack_ids)  # the new one refuses the old one's ackIds
         raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
     epoch, next_offset, valid = state
     if not valid:

@@ -3,6 +3,7 @@
 proto3 cannot tell an unset number from 0, so 0 means "the default" for ``max_events``, ``limit`` and the
 optional settings are ``optional`` fields in the proto (``HasField``)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -69,7 +70,7 @@ def fetch_response(deliveries: list[Delivery]) -> pb.FetchResponse:
 _EVENT_KEY = b"\x1a"  # Delivery field 3, length-delimited
 
 
-def encoded_fetch_response(deliveries: list[EncodedDelivery]) -> pb.FetchResponse:
+def encoded_fetch_response(deliveries: list[EncodedDelivery], stale_ack_ids: Sequence[str] = ()) -> pb.FetchResponse:
     """:func:`fetch_response` from the stored wire forms themselves. A wire form is the event as an element of a
     response's ``events`` field (its key, its length, the ``Event``), so with ``Delivery.event``'s key in place
     of the first byte it is that field as it is."""
@@ -88,7 +89,9 @@ def encoded_fetch_response(deliveries: list[EncodedDelivery]) -> pb.FetchRespons
             )
         )
         parts.append(b"\x0a" + _VarintBytes(len(body)) + body)
-    return pb.FetchResponse.FromString(b"".join(parts))
+    response = pb.FetchResponse.FromString(b"".join(parts))
+    response.stale_ack_ids.extend(stale_ack_ids)
+    return response
 
 
 def _default_if_zero(value: int) -> int | None:
@@ -125,14 +128,15 @@ class ConsumersServicer(pb_grpc.ConsumersServicer):
 
     @rpc
     async def Fetch(self, request: pb.FetchRequest, context: Context) -> pb.FetchResponse:
-        deliveries = await services.afetch_encoded(
+        deliveries, stale = await services.afetch_encoded(
             await principal_of(context),
             request.topic,
             request.consumer,
             _default_if_zero(request.max_events),
             request.wait_ms,
+            list(request.ack_ids),
         )
-        return encoded_fetch_response(deliveries)
+        return encoded_fetch_response(deliveries, stale)
 
     @rpc
     async def Ack(self, request: pb.AckRequest, context: Context) -> pb.AckResponse:

@@ -252,16 +252,18 @@ class DeleteConsumerResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class FetchRequest(_message.Message):
-    __slots__ = ("topic", "consumer", "max_events", "wait_ms")
+    __slots__ = ("topic", "consumer", "max_events", "wait_ms", "ack_ids")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
     MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    ACK_IDS_FIELD_NUMBER: _ClassVar[int]
     topic: str
     consumer: str
     max_events: int
     wait_ms: int
-    def __init__(self, topic: _Optional[str] = ..., consumer: _Optional[str] = ..., max_events: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    ack_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, topic: _Optional[str] = ..., consumer: _Optional[str] = ..., max_events: _Optional[int] = ..., wait_ms: _Optional[int] = ..., ack_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Delivery(_message.Message):
     __slots__ = ("ack_id", "delivery_count", "event")
@@ -274,10 +276,12 @@ class Delivery(_message.Message):
     def __init__(self, ack_id: _Optional[str] = ..., delivery_count: _Optional[int] = ..., event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
 
 class FetchResponse(_message.Message):
-    __slots__ = ("deliveries",)
+    __slots__ = ("deliveries", "stale_ack_ids")
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    STALE_ACK_IDS_FIELD_NUMBER: _ClassVar[int]
     deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
-    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
+    stale_ack_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., stale_ack_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AckRequest(_message.Message):
     __slots__ = ("topic", "consumer", "ack_ids")
