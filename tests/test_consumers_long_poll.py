@@ -140,7 +140,7 @@ def test_waiting_rest_fetches_hold_no_connection_and_all_wake_for_a_publish(
         # An empty body is a fetch with the defaults.
         assert await http_post(web.port, f"/api/v1/topics/{topic}/consumers/c0/fetch", token) == (
             200,
-            b'{"deliveries":[]}',
+            b'{"deliveries":[],"staleAckIds":[]}',
         )
         threads_before = threads_of(web.process.pid)
         polls = [
