@@ -70,6 +70,51 @@ def test_workers_on_one_consumer_ack_every_event_exactly_once(admin_client: Clie
     assert (info.ack_floor, info.lag, info.pending) == (EVENTS, 0, 0)
 
 
+def test_workers_whose_fetches_ack_the_previous_batch_ack_every_event_exactly_once(
+    admin_client: Client, topics, grpc_server
+) -> None:
+    """FetchRequest.ack_ids: each worker's Fetch acknowledges its previous batch; the final, empty Fetch the last."""
+    topic = topics("cons")
+    publish_many(admin_client, topic, 5_000)
+    admin_client.consumers.CreateConsumer(
+        pb.CreateConsumerRequest(topic=topic, consumer="work"), metadata=admin_client.metadata
+    )
+    handed: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        client = Client(grpc_server.address, mint_token([topic], ttl_seconds=3600))
+        previous: list[str] = []
+        try:
+            while True:
+                reply = client.consumers.Fetch(
+                    pb.FetchRequest(topic=topic, consumer="work", max_events=100, ack_ids=previous),
+                    metadata=client.metadata,
+                )
+                assert list(reply.stale_ack_ids) == []
+                if not reply.deliveries:
+                    return
+                with lock:
+                    handed.extend(d.event.offset for d in reply.deliveries)
+                previous = [d.ack_id for d in reply.deliveries]
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(handed) == list(range(1, 5_001))
+    info = consumer_info(admin_client, topic, "work")
+    assert (info.ack_floor, info.lag, info.pending) == (5_000, 0, 0)
+    with pytest.raises(grpc.RpcError) as refused:
+        admin_client.consumers.Fetch(
+            pb.FetchRequest(topic=topic, consumer="work", ack_ids=["not an ackId"]), metadata=admin_client.metadata
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "ackIds[0]" in refused.value.details()
+
+
 def test_a_killed_worker_gives_back_exactly_the_leases_it_held(admin_client: Client, topics, grpc_server) -> None:
     topic = topics("cons")
     publish_many(admin_client, topic, 300)
