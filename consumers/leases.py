@@ -265,8 +265,12 @@ def _nothing_to_hand_out(cursor: Any, consumer_pk: int, epoch: int) -> FetchOutc
     return FetchOutcome([], epoch, None if due_in is None else float(due_in), has_pending)
 
 
-def _lease_new_unless_due(
-    cursor: Any,
+def _lease_new_unless_due(cursor: Any, *args: Any, **kwargs: Any) -> None:
+    """Send :func:`_lease_statement`."""
+    cursor.execute(*_lease_statement(*args, **kwargs), prepare=True)
+
+
+def _lease_statement(
     consumer: Consumer,
     topic_id: str | None,
     names: list[str],
@@ -275,8 +279,8 @@ def _lease_new_unless_due(
     *,
     encoded_only: bool,
     whole_range: bool,
-) -> None:
-    """Send the statement that, when no pending event or batch of the (unordered) consumer is due, leases new
+) -> tuple[str, list[Any]]:
+    """The statement that, when no pending event or batch of the (unordered) consumer is due, leases new
     events from its ``next_offset`` on as one batch and moves ``next_offset`` past them. Its rows: whether
     something was due or ``acks`` names an ackId never handed out (then nothing was done), and the events leased
     (the returned columns; NULL in the one row there is when none was).
@@ -303,7 +307,7 @@ def _lease_new_unless_due(
     # (what the statement returns of each event, and what it reads to lease it too)
     returned = '"offset", wire' if encoded_only else f"{_EVENT_COLUMN_NAMES}, wire"
     read = '"offset", wire' if encoded_only else f"{EVENT_COLUMNS}, wire"
-    cursor.execute(
+    return (
         f"WITH pos AS (SELECT c.next_offset AS next, t.last_offset AS head, NOT EXISTS (SELECT 1 FROM "
         "unnest(%s::bigint[], %s::bigint[]) AS u(e, o) WHERE e > c.epoch OR (e = c.epoch AND o >= c.next_offset)) "
         f"AS acks_valid FROM {CONSUMERS} c JOIN {TOPICS} t ON t.id = c.topic_id WHERE c.id = %s), "
@@ -346,7 +350,6 @@ def _lease_new_unless_due(
             consumer.ack_wait_seconds,
             pk,
         ],
-        prepare=True,
     )
 
 
@@ -591,10 +594,15 @@ def _settle_ack(cursor: Any, consumer_pk: int, topic_name: str, acks: AckIds) ->
 
 
 def _send_ack_statement(cursor: Any, consumer_pk: int, topic_name: str, epochs: list[int], offsets: list[int]) -> None:
-    """Send the ack statement; its row: epoch, next offset, valid, and whether some acked event was found neither
-    in a batch nor pending. ``cursor`` is a prepared cursor (``eventrelay.db.prepared_cursor``): the statement
-    is parsed and planned once per connection."""
-    cursor.execute(
+    """Send :func:`_ack_statement`. ``cursor`` is a prepared cursor (``eventrelay.db.prepared_cursor``): the
+    statement is parsed and planned once per connection."""
+    cursor.execute(*_ack_statement(consumer_pk, topic_name, epochs, offsets), prepare=True)
+
+
+def _ack_statement(consumer_pk: int, topic_name: str, epochs: list[int], offsets: list[int]) -> tuple[str, list[Any]]:
+    """The ack statement; its row: epoch, next offset, valid, and whether some acked event was found neither in a
+    batch nor pending."""
+    return (
         f"WITH consumer AS ("
         f"  SELECT epoch, next_offset FROM {CONSUMERS} WHERE id = %s FOR KEY SHARE"
         f"), items AS ("
@@ -623,7 +631,6 @@ def _send_ack_statement(cursor: Any, consumer_pk: int, topic_name: str, epochs: 
         f"(SELECT count(*) FROM hit CROSS JOIN LATERAL unnest(hit.offsets) AS u(o) WHERE u.o = ANY(acked)) "
         f"+ (SELECT count(*) FROM done) FROM verdict",
         [consumer_pk, epochs, offsets, consumer_pk, consumer_pk, LEASED, consumer_pk, QUEUED],
-        prepare=True,
     )
 
 

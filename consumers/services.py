@@ -24,10 +24,10 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from consumers import leases
+from consumers import aleases, leases
 from consumers.models import Consumer, DeadLetter
 from eventrelay.auth import Principal, require_read
-from eventrelay.db import prepared_cursor, run_sync
+from eventrelay.db import async_pool, on_async_pool, prepared_cursor, run_sync
 from eventrelay.errors import AlreadyExists, InvalidInput, NotFound
 from eventrelay.refs import TopicRef
 from events import live
@@ -310,6 +310,9 @@ async def _afetch(
     if ack_ids is None:
         ack_ids = []
     if wait == 0:
+        fast = await _afetch_fresh(ref, name, limit, encoded_only, ack_ids)
+        if fast is not None:
+            return fast
         found, outcome, stale = await run_sync(_resolve_and_fetch, ref, name, limit, encoded_only, ack_ids)
         return found.pk, outcome, stale
     loop = asyncio.get_running_loop()
@@ -329,6 +332,54 @@ async def _afetch(
                 timeout = min(timeout, recheck)
             await watcher.wait(timeout)
             outcome = await run_sync(_fetch_once, consumer, limit, encoded_only)
+
+
+async def _afetch_fresh(
+    ref: TopicRef, name: object, limit: int, encoded_only: bool, ack_ids: object
+) -> tuple[int, leases.FetchOutcome[Any], list[str]] | None:
+    """The common fetch (a consumer found before, unordered, new events) on the process's asyncio pool
+    (``eventrelay.db.async_pool``), when there is one; None, with nothing done, for the caller's synchronous
+    path (no pool, a consumer not remembered or gone, or nothing new to lease)."""
+    pool = async_pool()
+    if pool is None or not encoded_only:
+        return None
+    consumer = _REMEMBERED.get((ref.name, ref.id or "", validate_name(name, field="consumer")))
+    if consumer is None or consumer.ordered or _owners_other_than(consumer.pk, ack_ids):
+        return None
+    parsed = _parse_ack_ids(consumer.pk, ack_ids)
+    _refuse_deliveries_never_made(parsed)
+    acks = leases.AckIds([item.epoch for item in parsed], [item.offset for item in parsed]) if parsed else None
+    outcome, verdict = await on_async_pool(pool, lambda conn: aleases.lease_fresh_encoded(conn, consumer, limit, acks))
+    stale: list[str] = []
+    if acks is not None:
+        if verdict is None:
+            return None  # gone, nothing applied: the synchronous path looks the name up again
+        if not verdict.valid:
+            _refuse_never_handed_out(parsed, verdict.epoch, verdict.next_offset)
+        stale = [item.text for item in parsed if item.epoch != verdict.epoch]
+    elif outcome is None:
+        return None
+    if outcome is None:  # (the acks are applied: only the fetch is left to do)
+        return consumer.pk, await run_sync(_fetch_once, consumer, limit, encoded_only, fresh_tried=True), stale
+    return consumer.pk, outcome, stale
+
+
+async def aack(principal: Principal, topic_ref: object, name: object, ack_ids: object) -> AckOutcome:
+    """:func:`ack`, on the process's asyncio pool when there is one and the consumer was found before."""
+    ref = _authorized(principal, topic_ref)
+    pool = async_pool()
+    consumer = _REMEMBERED.get((ref.name, ref.id or "", validate_name(name, field="consumer")))
+    if pool is None or consumer is None or consumer.ordered or _owners_other_than(consumer.pk, ack_ids):
+        return await run_sync(_ack_at, ref, name, ack_ids)
+    parsed = _parse_ack_ids(consumer.pk, ack_ids)
+    _refuse_deliveries_never_made(parsed)
+    acks = leases.AckIds([item.epoch for item in parsed], [item.offset for item in parsed])
+    verdict = await on_async_pool(pool, lambda conn: aleases.check_and_ack(conn, consumer, acks))
+    if verdict is None:
+        return await run_sync(_ack_at, ref, name, ack_ids)  # gone: looked up again there
+    if not verdict.valid:
+        _refuse_never_handed_out(parsed, verdict.epoch, verdict.next_offset)
+    return AckOutcome([item.text for item in parsed if item.epoch != verdict.epoch])
 
 
 class _Polling:

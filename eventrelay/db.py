@@ -1,8 +1,8 @@
 """Database connections: running Django ORM work from asyncio code (the gRPC server, WebSocket
 consumers, the live hub), and the web process's per-request connections."""
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
 from django.db import close_old_connections, connection, connections
+from psycopg_pool import AsyncConnectionPool
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,6 +47,59 @@ def prepared_cursor() -> Iterator[psycopg.Cursor[Any]]:
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:
             yield cursor
+
+
+_async_pool: AsyncConnectionPool | None = None
+ASYNC_POOL_WAIT_S = 3.0
+
+
+@asynccontextmanager
+async def serving_async_pool(max_size: int) -> AsyncIterator[None]:
+    """While the block runs, :func:`async_pool` is a pool of up to ``max_size`` asyncio connections to the
+    database Django uses, with Django's connection parameters, in autocommit mode. The gRPC server opens it for
+    the whole of its serving, so the few statements every consumer fetch and ack runs (``consumers.aleases``)
+    wait in its event loop rather than on a worker thread. Run work on it with :func:`on_async_pool`."""
+    global _async_pool
+    params = {key: value for key, value in connection.get_connection_params().items() if key != "cursor_factory"}
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        kwargs={**params, "autocommit": True},
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        name="er-async",
+        # While PostgreSQL is down the pool keeps trying to connect; a call waits this long for a connection and
+        # then fails as an outage (UNAVAILABLE), as the synchronous path fails at once.
+        timeout=ASYNC_POOL_WAIT_S,
+    )
+    await pool.open(wait=False)
+    _async_pool = pool
+    try:
+        yield
+    finally:
+        _async_pool = None
+        await pool.close()
+
+
+def async_pool() -> AsyncConnectionPool | None:
+    """The pool :func:`serving_async_pool` opened in this process, if any."""
+    return _async_pool
+
+
+async def on_async_pool(pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[R]]) -> R:
+    """``work`` on a connection of ``pool``. A connection that turns out broken (PostgreSQL restarted while it sat
+    in the pool, which does not check connections as it hands them out: that would cost a round trip each
+    time) makes the pool check all of its idle ones, and ``work`` runs once more on a good one. Only an error on
+    a broken connection is retried, and one that broke before the statements arrived did nothing; one that broke
+    after can only have leased events the caller never saw, which come back when their lease ends."""
+    async with pool.connection() as conn:
+        try:
+            return await work(conn)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+    await pool.check()
+    async with pool.connection() as conn:
+        return await work(conn)
 
 
 def _close_request_connections(sender: Any, **kwargs: Any) -> None:

@@ -260,6 +260,9 @@ ER_GRPC_HANDSHAKE_TIMEOUT_S = env_int("ER_GRPC_HANDSHAKE_TIMEOUT_S", 10)
 # PublishStream: requests one stream may have read and not yet acknowledged; past it the server reads no more
 # (HTTP/2 flow control holds the client's writes), which bounds the memory a stream holds (docs/grpc.md).
 ER_GRPC_PUBLISH_STREAM_MAX_IN_FLIGHT = env_int("ER_GRPC_PUBLISH_STREAM_MAX_IN_FLIGHT", 100)
+# asyncio PostgreSQL connections of the gRPC server for the statements of every consumer fetch and ack
+# (eventrelay.db.serving_async_pool); 0: those run on worker threads like everything else.
+ER_GRPC_ASYNC_DB_POOL = env_int("ER_GRPC_ASYNC_DB_POOL", 8)
 
 # --- Rate limits (eventrelay.ratelimit): per principal, or per client IP without a valid token ----
 # Events per second a principal may publish, and how many it may send at once (>= one full batch).

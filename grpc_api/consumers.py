@@ -140,8 +140,8 @@ class ConsumersServicer(pb_grpc.ConsumersServicer):
 
     @rpc
     async def Ack(self, request: pb.AckRequest, context: Context) -> pb.AckResponse:
-        outcome = await run_sync(
-            services.ack, await principal_of(context), request.topic, request.consumer, list(request.ack_ids)
+        outcome = await services.aack(
+            await principal_of(context), request.topic, request.consumer, list(request.ack_ids)
         )
         return pb.AckResponse(stale_ack_ids=outcome.stale)
 

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import signal
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 import grpc
@@ -11,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from eventrelay import metrics
+from eventrelay.db import serving_async_pool
 from eventrelay.gc_tuning import tune_gc_for_serving
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
@@ -101,6 +103,17 @@ async def serve(host: str, port: int) -> None:
     tune_gc_for_serving(rarer_full_collections=False)
     # /metrics of this process (eventrelay.metrics) on a port of its own: gRPC speaks no plain HTTP.
     metrics.start_server(settings.ER_GRPC_METRICS_PORT, settings.ER_BIND_HOST, "grpc", "ER_GRPC_METRICS_PORT")
+    # The consumers' fetches and acks wait for PostgreSQL in this event loop (eventrelay.db.serving_async_pool).
+    pool: AbstractAsyncContextManager[None] = (
+        serving_async_pool(settings.ER_GRPC_ASYNC_DB_POOL) if settings.ER_GRPC_ASYNC_DB_POOL else nullcontext()
+    )
+    async with pool:
+        await _serve_until_stopped(server, health_servicer, host, bound)
+
+
+async def _serve_until_stopped(
+    server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, host: str, bound: int
+) -> None:
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
