@@ -558,15 +558,12 @@ def lock_for_ack(cursor: Any, consumer_pk: int) -> tuple[int, int, int, int] | N
     return None if row is None else tuple(row)
 
 
-def check_and_ack(
-    cursor: Any, consumer_pk: int, topic_name: str, epochs: list[int], offsets: list[int]
-) -> tuple[int, int, bool] | None:
+def check_and_ack(cursor: Any, consumer_pk: int, topic_name: str, acks: AckIds) -> AckVerdict | None:
     """Ack in one statement, outside any transaction: lock the consumer against a seek (``FOR KEY SHARE``, for
-    the statement), check that every ackId (``epochs[i]``, ``offsets[i]``) was handed out by it, and only if all
-    were, act on those of the current epoch: delete the leased batches holding them, with a pending row for each
-    event of such a batch that is not acked here, and delete their pending rows. Returns the epoch, next offset
-    and whether the ackIds were all valid (nothing is applied when one is not), or None when the consumer no
-    longer exists.
+    the statement), check that every ackId (``acks.epochs[i]``, ``acks.offsets[i]``) was handed out by it, and
+    only if all were, act on those of the current epoch: delete the leased batches holding them, with a pending
+    row for each event of such a batch that is not acked here, and delete their pending rows. Returns the
+    verdict (nothing is applied when an ackId is not valid), or None when the consumer no longer exists.
 
     What :func:`lock_for_ack` and deletes in a transaction would do, in one round trip instead of five (BEGIN,
     the lock, two deletes, COMMIT): acks are half of a worker's calls. The statement's parts touch disjoint rows
@@ -576,9 +573,8 @@ def check_and_ack(
     is gone when this statement reaches it, and the pending rows made of it are newer than the statement's
     snapshot: the ackIds it did not find are then looked for once more, by the same statement, whose new
     snapshot has them (the other transaction committed before this one could pass its batch)."""
-    _send_ack_statement(cursor, consumer_pk, topic_name, epochs, offsets)
-    verdict = _settle_ack(cursor, consumer_pk, topic_name, AckIds(epochs, offsets))
-    return None if verdict is None else (verdict.epoch, verdict.next_offset, verdict.valid)
+    _send_ack_statement(cursor, consumer_pk, topic_name, acks.epochs, acks.offsets)
+    return _settle_ack(cursor, consumer_pk, topic_name, acks)
 
 
 def _settle_ack(cursor: Any, consumer_pk: int, topic_name: str, acks: AckIds) -> AckVerdict | None:

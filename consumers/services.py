@@ -343,20 +343,18 @@ async def _afetch_fresh(
     pool = async_pool()
     if pool is None or not encoded_only:
         return None
-    consumer = _REMEMBERED.get((ref.name, ref.id or "", validate_name(name, field="consumer")))
+    consumer = _REMEMBERED.get(_remembered_as(ref, name))
     if consumer is None or consumer.ordered or _owners_other_than(consumer.pk, ack_ids):
         return None
     parsed = _parse_ack_ids(consumer.pk, ack_ids)
     _refuse_deliveries_never_made(parsed)
-    acks = leases.AckIds([item.epoch for item in parsed], [item.offset for item in parsed]) if parsed else None
+    acks = _columns_of(parsed) if parsed else None
     outcome, verdict = await on_async_pool(pool, lambda conn: aleases.lease_fresh_encoded(conn, consumer, limit, acks))
     stale: list[str] = []
     if acks is not None:
         if verdict is None:
             return None  # gone, nothing applied: the synchronous path looks the name up again
-        if not verdict.valid:
-            _refuse_never_handed_out(parsed, verdict.epoch, verdict.next_offset)
-        stale = [item.text for item in parsed if item.epoch != verdict.epoch]
+        stale = _stale_unless_refused(parsed, verdict)
     elif outcome is None:
         return None
     if outcome is None:  # (the acks are applied: only the fetch is left to do)
@@ -368,18 +366,16 @@ async def aack(principal: Principal, topic_ref: object, name: object, ack_ids: o
     """:func:`ack`, on the process's asyncio pool when there is one and the consumer was found before."""
     ref = _authorized(principal, topic_ref)
     pool = async_pool()
-    consumer = _REMEMBERED.get((ref.name, ref.id or "", validate_name(name, field="consumer")))
+    consumer = _REMEMBERED.get(_remembered_as(ref, name))
     if pool is None or consumer is None or consumer.ordered or _owners_other_than(consumer.pk, ack_ids):
         return await run_sync(_ack_at, ref, name, ack_ids)
     parsed = _parse_ack_ids(consumer.pk, ack_ids)
     _refuse_deliveries_never_made(parsed)
-    acks = leases.AckIds([item.epoch for item in parsed], [item.offset for item in parsed])
+    acks = _columns_of(parsed)
     verdict = await on_async_pool(pool, lambda conn: aleases.check_and_ack(conn, consumer, acks))
     if verdict is None:
         return await run_sync(_ack_at, ref, name, ack_ids)  # gone: looked up again there
-    if not verdict.valid:
-        _refuse_never_handed_out(parsed, verdict.epoch, verdict.next_offset)
-    return AckOutcome([item.text for item in parsed if item.epoch != verdict.epoch])
+    return AckOutcome(_stale_unless_refused(parsed, verdict))
 
 
 class _Polling:
@@ -437,14 +433,11 @@ def _fetch_acking(
     consumer: Consumer, parsed: list[_AckId], limit: int, encoded_only: bool
 ) -> tuple[Consumer, leases.FetchOutcome[Any], list[str]]:
     """An unordered consumer's acks and fetch in one transaction where the fetch is the common one."""
-    acks = leases.AckIds([item.epoch for item in parsed], [item.offset for item in parsed])
-    outcome, verdict = leases.lease_fresh(consumer, limit, encoded_only=encoded_only, acks=acks)
+    outcome, verdict = leases.lease_fresh(consumer, limit, encoded_only=encoded_only, acks=_columns_of(parsed))
     if verdict is None:
         _forget(consumer)
         raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
-    if not verdict.valid:
-        _refuse_never_handed_out(parsed, verdict.epoch, verdict.next_offset)
-    stale = [item.text for item in parsed if item.epoch != verdict.epoch]
+    stale = _stale_unless_refused(parsed, verdict)
     return consumer, outcome or _fetch_once(consumer, limit, encoded_only, fresh_tried=True), stale
 
 
@@ -494,21 +487,29 @@ def _ack_at(ref: TopicRef, name: object, ack_ids: object) -> AckOutcome:
         consumer = _resolve_again(ref, name)  # (a consumer created again under the name is a new one)
     parsed = _parse_ack_ids(consumer.pk, ack_ids)
     _refuse_deliveries_never_made(parsed)
-    epochs, offsets = [item.epoch for item in parsed], [item.offset for item in parsed]
     with prepared_cursor() as cursor:
-        state = leases.check_and_ack(cursor, consumer.pk, consumer.topic.name, epochs, offsets)
-    if state is None:
+        verdict = leases.check_and_ack(cursor, consumer.pk, consumer.topic.name, _columns_of(parsed))
+    if verdict is None:
         _forget(consumer)
         if _resolve_again(ref, name).pk != consumer.pk:  # (NotFound when none is there now)
             return _ack_at(ref, name, ack_ids)  # the new one refuses the old one's ackIds
         raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
-    epoch, next_offset, valid = state
-    if not valid:
-        _refuse_never_handed_out(parsed, epoch, next_offset)
-    current = [item for item in parsed if item.epoch == epoch]
-    if consumer.ordered and current:
+    stale = _stale_unless_refused(parsed, verdict)
+    if consumer.ordered and len(stale) < len(parsed):
         _nudge(consumer)  # the next event of each acked topic id may go now
-    return AckOutcome([item.text for item in parsed if item.epoch != epoch])
+    return AckOutcome(stale)
+
+
+def _columns_of(parsed: list[_AckId]) -> leases.AckIds:
+    return leases.AckIds([item.epoch for item in parsed], [item.offset for item in parsed])
+
+
+def _stale_unless_refused(parsed: list[_AckId], verdict: leases.AckVerdict) -> list[str]:
+    """The ackIds of an earlier epoch (they acted on nothing); refuses the call when the verdict says an ackId
+    was never handed out."""
+    if not verdict.valid:
+        _refuse_never_handed_out(parsed, verdict.epoch, verdict.next_offset)
+    return [item.text for item in parsed if item.epoch != verdict.epoch]
 
 
 def nack(
@@ -719,10 +720,14 @@ _REMEMBERED: dict[tuple[str, str, str], Consumer] = {}
 _REMEMBERED_MAX = 10_000
 
 
+def _remembered_as(ref: TopicRef, name: object) -> tuple[str, str, str]:
+    return (ref.name, ref.id or "", validate_name(name, field="consumer"))
+
+
 def _resolve_remembered(ref: TopicRef, name: object) -> Consumer:
     """:func:`_resolve_authorized`, saving the lookup for a consumer found before: every fetch and ack names its
     consumer, and the lookup was a round trip to PostgreSQL each time."""
-    key = (ref.name, ref.id or "", validate_name(name, field="consumer"))
+    key = _remembered_as(ref, name)
     consumer = _REMEMBERED.get(key)
     if consumer is None:
         consumer = _resolve_authorized(ref, name)
@@ -733,7 +738,7 @@ def _resolve_remembered(ref: TopicRef, name: object) -> Consumer:
 
 
 def _resolve_again(ref: TopicRef, name: object) -> Consumer:
-    _REMEMBERED.pop((ref.name, ref.id or "", validate_name(name, field="consumer")), None)
+    _REMEMBERED.pop(_remembered_as(ref, name), None)
     return _resolve_remembered(ref, name)
 
 
