@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_finished
 from django.db import close_old_connections, connection, connections
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,15 +88,19 @@ def async_pool() -> AsyncConnectionPool | None:
 async def on_async_pool(pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[R]]) -> R:
     """``work`` on a connection of ``pool``. A connection that turns out broken (PostgreSQL restarted while it sat
     in the pool, which does not check connections as it hands them out: that would cost a round trip each
-    time) makes the pool check all of its idle ones, and ``work`` runs once more on a good one. Only an error on
-    a broken connection is retried, and one that broke before the statements arrived did nothing; one that broke
-    after can only have leased events the caller never saw, which come back when their lease ends."""
+    time) makes the pool check all of its idle ones, and ``work`` runs once more on a good one.
+
+    Any connection-level error (``OperationalError``) but the pool's own timeout is retried once: right after a
+    restart the first error read is often the server's shutdown notice, before the connection counts as
+    broken. A transaction that failed did nothing; a connection that broke after the commit can only have
+    leased events the caller never saw, which come back when their lease ends."""
     async with pool.connection() as conn:
         try:
             return await work(conn)
+        except PoolTimeout:
+            raise
         except psycopg.OperationalError:
-            if not conn.broken:
-                raise
+            pass
     await pool.check()
     async with pool.connection() as conn:
         return await work(conn)
