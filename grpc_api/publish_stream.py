@@ -69,13 +69,19 @@ class _OpenStreams:
 open_streams: PerLoop[_OpenStreams] = PerLoop(_OpenStreams)
 
 
-def stop_reading_every_stream() -> None:
+async def end_every_stream(within_seconds: float) -> int:
     """Shutdown: every stream of this loop reads no further request, acknowledges the ones it has read and ends
-    with ``UNAVAILABLE``."""
+    with ``UNAVAILABLE``. Returns once every one has ended (or ``within_seconds`` later), with how many were open."""
     registry = open_streams.get()
     registry.closing = True
-    for stream in list(registry.streams):
+    were_open = list(registry.streams)
+    for stream in were_open:
         stream.stop_reading()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_seconds
+    while registry.streams and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    return len(were_open)
 
 
 class PublishStream:
@@ -105,13 +111,16 @@ class PublishStream:
         streams.add(self)
         self.reader = asyncio.get_running_loop().create_task(self._read())
         try:
-            ending = await self._acknowledge()
+            try:
+                ending = await self._acknowledge()
+            finally:
+                self.reader.cancel()
+                self._drop_unacknowledged()
+            if ending is not None:
+                await self._end_with(ending)
         finally:
+            # Only now, its status given: the server's shutdown waits for this (end_every_stream).
             streams.discard(self)
-            self.reader.cancel()
-            self._drop_unacknowledged()
-        if ending is not None:
-            await self._end_with(ending)
 
     def _hand_over(self, item: "Queued | _ReaderDone") -> None:
         self.queued.append(item)

@@ -18,11 +18,15 @@ from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from events import live
 from grpc_api.consumers import ConsumersServicer
-from grpc_api.publish_stream import stop_reading_every_stream
+from grpc_api.publish_stream import end_every_stream
 from grpc_api.request_ids import RequestIdInterceptor
 from grpc_api.servicers import EventsServicer, TopicsServicer
 
 logger = logging.getLogger(__name__)
+
+# How long the connections stay open after the publish streams ended at shutdown, for their clients to read the
+# status (see _serve_until_stopped).
+STATUS_LINGER_SECONDS = 1.0
 
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Topics"].full_name,
@@ -128,8 +132,13 @@ async def _serve_until_stopped(
     logger.info("gRPC server shutting down")
     await health_servicer.enter_graceful_shutdown()
     # Publish streams read no more requests, acknowledge those they have read and end with UNAVAILABLE, within
-    # the grace period below.
-    stop_reading_every_stream()
+    # the grace period.
+    ended_streams = await end_every_stream(settings.ER_GRPC_GRACE_SECONDS)
     await live.get_hub().close()
+    if ended_streams:
+        # A client still sending on a stream just ended has not read its status yet. Closing the connection now,
+        # its requests unread, would reset it (TCP RST), and the client would report the reset ("Broken pipe")
+        # instead of the status; kept open a moment, grpc reads and drops them while the client reads the status.
+        await asyncio.sleep(STATUS_LINGER_SECONDS)
     await server.stop(settings.ER_GRPC_GRACE_SECONDS)
     logger.info("gRPC server stopped")
