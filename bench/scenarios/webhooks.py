@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from bench.children import Child, ready_then_wait
-from bench.common import EVENT_NAME, Figure, ScenarioResult, event_data, metadata, progress, user_id
+from bench.common import EVENT_NAME, Figure, ScenarioResult, event_data, metadata, percentiles, progress, user_id
 
 if TYPE_CHECKING:
     from bench.run import Bench
@@ -111,6 +111,34 @@ def order_check(records: list[tuple[int, str, int]]) -> dict[str, Any]:
             out_of_order += 1
         highest[topic] = max(highest.get(topic, 0), offset)
     return {"streams_seen": len(highest), "unique": len(seen), "out_of_order": out_of_order, "duplicates": duplicates}
+
+
+def stream_timing(records: list[tuple[int, str, int]], started_ns: int, latency_s: float) -> dict[str, Any]:
+    """Where a slow receiver's run goes besides its answers: how long after the clock started each stream's first
+    request arrived, and each stream's time between one request and the next less the receiver's ``latency_s``
+    (the sender's own time per event), in ms."""
+    first: dict[str, int] = {}
+    previous: dict[str, int] = {}
+    between: list[float] = []
+    for arrived_ns, topic, _ in sorted(records):
+        first.setdefault(topic, arrived_ns)
+        if topic in previous:
+            between.append((arrived_ns - previous[topic]) / 1e6 - latency_s * 1000)
+        previous[topic] = arrived_ns
+    return {
+        "first_request_ms": percentiles([(ns - started_ns) / 1e6 for ns in first.values()], (50,)),
+        "between_requests_less_latency_ms": percentiles(between, (50, 90, 99)),
+    }
+
+
+def _timing_note(timing: dict[str, Any]) -> str:
+    first, between = timing["first_request_ms"], timing["between_requests_less_latency_ms"]
+    if first["p50"] is None or between["p50"] is None:
+        return "no stream timing"
+    return (
+        f"a stream's first request {first['p50']:.0f} ms after the resume (p50; max {first['max']:.0f} ms), "
+        f"then {between['p50']:.1f} ms (p50; p90 {between['p90']:.1f}) per event besides the receiver's answer"
+    )
 
 
 # --- the baseline (child process) -------------------------------------------------------------------
@@ -212,6 +240,7 @@ def _deliver_backlog(
     topic: str,
     per_stream: int,
     streams: int = STREAMS,
+    latency_s: float = 0.0,
 ) -> tuple[int, int, float, dict[str, Any]]:
     """Publish ``per_stream`` events on each of ``streams`` topic ids while the destination is paused, resume it, and
     time the deliveries from the resume to the last one received: (delivered, missing, seconds, order check)."""
@@ -241,6 +270,7 @@ def _deliver_backlog(
     receiving.send("wait", (total, bench.mode.webhook_deadline))
     records = receiving.receive("records", bench.mode.webhook_deadline + 60)
     order = order_check(records)
+    order["timing"] = stream_timing(records, started_ns, latency_s)
     last_ns = max((record[0] for record in records), default=started_ns)
     delivered = order["unique"]
     missing = sum(len(offsets) for offsets in expected.values()) - delivered
@@ -301,7 +331,13 @@ def webhooks(bench: "Bench") -> ScenarioResult:
             slow_topic = bench.new_topic("hooks_slow")
             slow_id = _paused_destination(bench, api, "bench-slow", url, slow_topic)
             slow_delivered, slow_missing, slow_seconds, slow_order = _deliver_backlog(
-                bench, api, receiving, slow_id, slow_topic, mode.webhook_slow_events_per_stream
+                bench,
+                api,
+                receiving,
+                slow_id,
+                slow_topic,
+                mode.webhook_slow_events_per_stream,
+                latency_s=SLOW_RECEIVER_S,
             )
             receiving.send("latency", WIDE_RECEIVER_S)
             receiving.receive("latency", 30)
@@ -316,6 +352,7 @@ def webhooks(bench: "Bench") -> ScenarioResult:
                     wide_topic,
                     mode.webhook_wide_events_per_stream,
                     streams=mode.webhook_wide_streams,
+                    latency_s=WIDE_RECEIVER_S,
                 )
         finally:
             for n in range(2, bench.stack.workers + 1):
@@ -408,7 +445,8 @@ def webhooks(bench: "Bench") -> ScenarioResult:
             baseline_measured=False,
             notes=(
                 f"{slow_delivered:,} of {STREAMS * mode.webhook_slow_events_per_stream:,} delivered in "
-                f"{slow_seconds:.1f} s; out of order {slow_order['out_of_order']}, duplicates {slow_order['duplicates']}"
+                f"{slow_seconds:.1f} s; out of order {slow_order['out_of_order']}, duplicates {slow_order['duplicates']}; "
+                f"{_timing_note(slow_order['timing'])}"
             ),
         ),
         Figure(
@@ -430,7 +468,7 @@ def webhooks(bench: "Bench") -> ScenarioResult:
                 f"{wide_delivered:,} of {mode.webhook_wide_streams * mode.webhook_wide_events_per_stream:,} delivered "
                 f"in {wide_seconds:.1f} s; out of order {wide_order['out_of_order']}, duplicates "
                 f"{wide_order['duplicates']}; the worker's PostgreSQL connections at most {connections.most} "
-                f"({connections.samples} samples of pg_stat_activity)"
+                f"({connections.samples} samples of pg_stat_activity); {_timing_note(wide_order['timing'])}"
             ),
         ),
     ]
