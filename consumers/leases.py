@@ -296,14 +296,8 @@ def _lease_statement(
     else:
         up_to = "least(head, next + %s - 1)"
         up_to_params = [settings.ER_CONSUMER_SCAN_WINDOW if names else limit]
-    conditions = ['"offset" >= (SELECT next FROM span)', '"offset" <= (SELECT up_to FROM span)']
-    filter_params: list[Any] = []
-    if topic_id is not None:
-        conditions.append("topic_id = %s")
-        filter_params.append(topic_id)
-    if names:
-        conditions.append("name = ANY(%s)")
-        filter_params.append(names)
+    filters, filter_params = _filters(topic_id, names)
+    conditions = ['"offset" >= (SELECT next FROM span)', '"offset" <= (SELECT up_to FROM span)', *filters]
     # (what the statement returns of each event, and what it reads to lease it too)
     returned = '"offset", wire' if encoded_only else f"{_EVENT_COLUMN_NAMES}, wire"
     read = '"offset", wire' if encoded_only else f"{EVENT_COLUMNS}, wire"
@@ -517,13 +511,21 @@ def matching(topic_id: str | None, names: list[str], *, next_offset: int, up_to:
     if up_to is not None:
         conditions.append('"offset" <= %s')
         params.append(up_to)
+    filters, filter_params = _filters(topic_id, names)
+    return " AND ".join([*conditions, *filters]), [*params, *filter_params]
+
+
+def _filters(topic_id: str | None, names: list[str]) -> tuple[list[str], list[Any]]:
+    """A consumer's own conditions on its topic's events (its topic id, its event names), with their parameters."""
+    conditions: list[str] = []
+    params: list[Any] = []
     if topic_id is not None:
         conditions.append("topic_id = %s")
         params.append(topic_id)
     if names:
         conditions.append("name = ANY(%s)")
         params.append(names)
-    return " AND ".join(conditions), params
+    return conditions, params
 
 
 def _events_at(cursor: Any, consumer_pk: int, topic_name: str, offsets: list[int]) -> dict[int, StoredEvent]:

@@ -137,6 +137,15 @@ def _summary(results: list[dict[str, Any]], total: int) -> dict[str, Any]:
     }
 
 
+def _met(summary: dict[str, Any], peer: dict[str, Any] | None) -> bool | None:
+    """The target of both rows: at least NATS's rate, nothing lost, nothing handed out twice (None without NATS)."""
+    if peer is None:
+        return None
+    return bool(
+        summary["events_per_s"] >= peer["events_per_s"] and not summary["lost"] and not summary["handed_out_twice"]
+    )
+
+
 def _fill_nats(url: str, stream: str, subject: str, total: int) -> None:
     import nats
 
@@ -253,11 +262,7 @@ def consumers(bench: "Bench") -> ScenarioResult:
             None,
             "higher",
             ">= 1.0 x NATS, 0 lost, 0 handed out twice",
-            None
-            if peer is None
-            else bool(
-                ours["events_per_s"] >= peer["events_per_s"] and not ours["lost"] and not ours["handed_out_twice"]
-            ),
+            _met(ours, peer),
             baseline_measured=False,
             notes=note + f"ours: {total:,} events, lost {ours['lost']}, handed out twice {ours['handed_out_twice']}; "
             f"Fetch p50 {ours['fetch_ms']['p50']:.1f} ms p99 {ours['fetch_ms']['p99']:.1f} ms, "
@@ -276,11 +281,7 @@ def consumers(bench: "Bench") -> ScenarioResult:
             None,
             "higher",
             ">= 1.0 x NATS, 0 lost, 0 handed out twice",
-            None
-            if peer is None
-            else bool(
-                acking["events_per_s"] >= peer["events_per_s"] and not acking["lost"] and not acking["handed_out_twice"]
-            ),
+            _met(acking, peer),
             baseline_measured=False,
             notes=note + f"ours: each Fetch carries the previous batch's ackIds (FetchRequest.ack_ids, one call per "
             f"batch, as NATS's AckNext); {total:,} events, lost {acking['lost']}, handed out twice "
