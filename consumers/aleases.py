@@ -13,7 +13,7 @@ from consumers.leases import (
     EVENT_COLUMNS,
     AckIds,
     AckVerdict,
-    EncodedHandout,
+    EncodedHandouts,
     FetchOutcome,
     _ack_statement,
     _event_of,
@@ -28,7 +28,7 @@ Connection = psycopg.AsyncConnection[Any]
 
 async def lease_fresh_encoded(
     conn: Connection, consumer: Consumer, max_events: int, acks: AckIds | None = None
-) -> tuple[FetchOutcome[EncodedHandout] | None, AckVerdict | None]:
+) -> tuple[FetchOutcome[EncodedHandouts] | None, AckVerdict | None]:
     """``consumers.leases.lease_fresh`` with ``encoded_only``, on ``conn`` (in autocommit mode)."""
     topic_id, names = consumer.ref_id or None, consumer.event_names
     verdict: AckVerdict | None = None
@@ -94,13 +94,16 @@ async def _settle_ack(cursor: psycopg.AsyncCursor[Any], consumer: Consumer, acks
 
 async def _encoded_handouts(
     cursor: psycopg.AsyncCursor[Any], topic_name: str, rows: list[tuple[Any, ...]]
-) -> list[EncodedHandout]:
-    """Rows of (due, offset, wire): events stored without their encoding are read whole and encoded."""
-    unencoded = [offset for _, offset, wire in rows if wire is None]
-    wires: dict[int, bytes] = {}
-    if unencoded:
+) -> EncodedHandouts:
+    """Rows of (due, offset, wire), all first deliveries: events stored without their encoding are read whole
+    and encoded."""
+    offsets = [offset for _, offset, _ in rows]
+    wires = [wire for _, _, wire in rows]
+    if None in wires:
         await cursor.execute(
-            f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE "offset" = ANY(%s)', [unencoded]
+            f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE "offset" = ANY(%s)',
+            [[offset for offset, wire in zip(offsets, wires, strict=True) if wire is None]],
         )
-        wires = {row[0]: encoded(_event_of(topic_name, row)) for row in await cursor.fetchall()}
-    return [EncodedHandout(1, offset, wires[offset] if wire is None else bytes(wire)) for _, offset, wire in rows]
+        encodings = {row[0]: encoded(_event_of(topic_name, row)) for row in await cursor.fetchall()}
+        wires = [encodings[offset] if wire is None else wire for offset, wire in zip(offsets, wires, strict=True)]
+    return EncodedHandouts([1] * len(offsets), offsets, wires)

@@ -58,21 +58,27 @@ class Handout:
 
 
 @dataclass(frozen=True, slots=True)
-class EncodedHandout:
-    """One event handed to a fetch, as its stored encoding only (``events.encoding``): for a transport that
-    sends those bytes as they are, and so never needs the event's fields."""
+class EncodedHandouts:
+    """The events handed to one fetch as their stored encodings only (``events.encoding``), one list per field:
+    for a transport that sends those bytes as they are, and so never needs the events' fields. One object per
+    fetch rather than one per event: this is the hot path of a worker's loop."""
 
-    delivery_count: int
-    offset: int
-    wire: bytes
+    delivery_counts: list[int]
+    offsets: list[int]
+    wires: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
 
 
-H = TypeVar("H", Handout, EncodedHandout)
+NO_ENCODED_HANDOUTS = EncodedHandouts([], [], [])
+
+H = TypeVar("H", list[Handout], EncodedHandouts)
 
 
 @dataclass(frozen=True, slots=True)
 class FetchOutcome(Generic[H]):
-    handouts: list[H]
+    handouts: H
     epoch: int
     # Seconds until the earliest lease or nack delay of this consumer ends (None: nothing is waiting on time).
     next_due_in: float | None
@@ -187,13 +193,13 @@ _LOCK_FOR_FETCH = (
 )
 
 
-def fetch(consumer_pk: int, max_events: int) -> FetchOutcome[Handout] | None:
+def fetch(consumer_pk: int, max_events: int) -> FetchOutcome[list[Handout]] | None:
     """Lease up to ``max_events`` events: due redeliveries first (lowest offset first), then new events in offset
     order. None when the consumer no longer exists. Runs in its own transaction (the caller's ``atomic``)."""
     return _fetch(consumer_pk, max_events, encoded_only=False)
 
 
-def fetch_encoded(consumer_pk: int, max_events: int) -> FetchOutcome[EncodedHandout] | None:
+def fetch_encoded(consumer_pk: int, max_events: int) -> FetchOutcome[EncodedHandouts] | None:
     """:func:`fetch`, handing out each event's stored encoding rather than the event."""
     return _fetch(consumer_pk, max_events, encoded_only=True)
 
@@ -243,16 +249,20 @@ def _fetch(consumer_pk: int, max_events: int, *, encoded_only: bool) -> FetchOut
         if handouts:
             if encoded_only:
                 return FetchOutcome(
-                    [EncodedHandout(h.delivery_count, h.event.offset, encoded(h.event)) for h in handouts],
+                    EncodedHandouts(
+                        [h.delivery_count for h in handouts],
+                        [h.event.offset for h in handouts],
+                        [encoded(h.event) for h in handouts],
+                    ),
                     epoch,
                     None,
                     True,
                 )
             return FetchOutcome(handouts, epoch, None, True)
-        return _nothing_to_hand_out(cursor, consumer_pk, epoch)
+        return _nothing_to_hand_out(cursor, consumer_pk, epoch, NO_ENCODED_HANDOUTS if encoded_only else [])
 
 
-def _nothing_to_hand_out(cursor: Any, consumer_pk: int, epoch: int) -> FetchOutcome[Any]:
+def _nothing_to_hand_out(cursor: Any, consumer_pk: int, epoch: int, nothing: H) -> FetchOutcome[H]:
     """What a long-polling caller needs to know to wait well."""
     cursor.execute(
         "SELECT extract(epoch FROM least("
@@ -262,7 +272,7 @@ def _nothing_to_hand_out(cursor: Any, consumer_pk: int, epoch: int) -> FetchOutc
         [consumer_pk] * 4,
     )
     due_in, has_pending = cursor.fetchone()
-    return FetchOutcome([], epoch, None if due_in is None else float(due_in), has_pending)
+    return FetchOutcome(nothing, epoch, None if due_in is None else float(due_in), has_pending)
 
 
 def _lease_new_unless_due(cursor: Any, *args: Any, **kwargs: Any) -> None:
@@ -325,8 +335,8 @@ def _lease_statement(
         'THEN (SELECT max("offset") FROM ev) + 1 ELSE span.up_to + 1 END FROM room, span WHERE id = %s AND room.n > 0) '
         f'SELECT room.due, {returned} FROM room LEFT JOIN ev ON true ORDER BY "offset"',
         [
-            acks.epochs,
-            acks.offsets,
+            bigint_array(acks.epochs),
+            bigint_array(acks.offsets),
             pk,
             *up_to_params,
             pk,
@@ -347,16 +357,19 @@ def _lease_statement(
     )
 
 
-def _encoded_handouts(cursor: Any, topic_name: str, rows: list[tuple[Any, ...]]) -> list[EncodedHandout]:
-    """Rows of (due, offset, wire): events stored without their encoding are read whole and encoded."""
-    unencoded = [offset for _, offset, wire in rows if wire is None]
-    if unencoded:
+def _encoded_handouts(cursor: Any, topic_name: str, rows: list[tuple[Any, ...]]) -> EncodedHandouts:
+    """Rows of (due, offset, wire), all first deliveries: events stored without their encoding are read whole
+    and encoded."""
+    offsets = [offset for _, offset, _ in rows]
+    wires = [wire for _, _, wire in rows]
+    if None in wires:
         cursor.execute(
-            f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE "offset" = ANY(%s)', [unencoded]
+            f'SELECT {EVENT_COLUMNS}, wire FROM {quoted_table(topic_name)} WHERE "offset" = ANY(%s)',
+            [[offset for offset, wire in zip(offsets, wires, strict=True) if wire is None]],
         )
-        wires = {row[0]: encoded(_event_of(topic_name, row)) for row in cursor.fetchall()}
-        return [EncodedHandout(1, offset, wires[offset] if wire is None else bytes(wire)) for _, offset, wire in rows]
-    return [EncodedHandout(1, offset, bytes(wire)) for _, offset, wire in rows]
+        encodings = {row[0]: encoded(_event_of(topic_name, row)) for row in cursor.fetchall()}
+        wires = [encodings[offset] if wire is None else wire for offset, wire in zip(offsets, wires, strict=True)]
+    return EncodedHandouts([1] * len(offsets), offsets, wires)
 
 
 def _window(topic_id: str | None, names: list[str], *, next_offset: int, head: int, limit: int) -> int:
@@ -597,6 +610,12 @@ def _send_ack_statement(cursor: Any, consumer_pk: int, topic_name: str, epochs: 
     cursor.execute(*_ack_statement(consumer_pk, topic_name, epochs, offsets), prepare=True)
 
 
+def bigint_array(values: list[int]) -> str:
+    """``values`` as a PostgreSQL array literal, for a parameter the statement casts (``%s::bigint[]``): psycopg
+    dumps a list element by element in Python, a string at once, and a hundred ackIds' offsets are in every ack."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def _ack_statement(consumer_pk: int, topic_name: str, epochs: list[int], offsets: list[int]) -> tuple[str, list[Any]]:
     """The ack statement; its row: epoch, next offset, valid, and whether some acked event was found neither in a
     batch nor pending."""
@@ -628,7 +647,16 @@ def _ack_statement(consumer_pk: int, topic_name: str, epochs: list[int], offsets
         f") SELECT epoch, next_offset, valid, valid AND cardinality(ARRAY(SELECT DISTINCT unnest(acked))) > "
         f"(SELECT count(*) FROM hit CROSS JOIN LATERAL unnest(hit.offsets) AS u(o) WHERE u.o = ANY(acked)) "
         f"+ (SELECT count(*) FROM done) FROM verdict",
-        [consumer_pk, epochs, offsets, consumer_pk, consumer_pk, LEASED, consumer_pk, QUEUED],
+        [
+            consumer_pk,
+            bigint_array(epochs),
+            bigint_array(offsets),
+            consumer_pk,
+            consumer_pk,
+            LEASED,
+            consumer_pk,
+            QUEUED,
+        ],
     )
 
 

@@ -14,7 +14,7 @@ worker whose lease ran out cannot disturb the one that has the event now.
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,13 +115,13 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
-class EncodedDelivery:
-    """A delivery whose event is its stored encoding (``events.encoding``), for a transport that sends it as is."""
+class EncodedDeliveries:
+    """The deliveries of one fetch whose events are their stored encodings (``events.encoding``), one list per
+    field (``leases.EncodedHandouts``), for a transport that sends them as they are."""
 
-    ack_id: str
-    delivery_count: int
-    offset: int
-    wire: bytes
+    ack_ids: list[str]
+    delivery_counts: list[int]
+    wires: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +158,30 @@ class _AckId(NamedTuple):
     epoch: int
     offset: int
     delivery: int
+
+
+@dataclass(frozen=True, slots=True)
+class _AckIds:
+    """A call's ackIds, parsed, as one list per part: a batch's hundred ackIds are five lists, not a hundred
+    objects (acks are half of a worker's calls)."""
+
+    texts: list[str]
+    epochs: list[int]
+    offsets: list[int]
+    deliveries: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __iter__(self) -> Iterator[_AckId]:
+        for position, parts in enumerate(zip(self.texts, self.epochs, self.offsets, self.deliveries, strict=True)):
+            yield _AckId(position, *parts)
+
+    def columns(self) -> leases.AckIds:
+        return leases.AckIds(self.epochs, self.offsets)
+
+    def texts_not_of(self, epoch: int) -> list[str]:
+        return [text for text, of in zip(self.texts, self.epochs, strict=True) if of != epoch]
 
 
 # --- Lifecycle ---------------------------------------------------------------------------------------------
@@ -277,21 +301,18 @@ async def afetch_encoded(
     max_events: object = None,
     wait_ms: object = None,
     ack_ids: object = None,
-) -> tuple[list[EncodedDelivery], list[str]]:
+) -> tuple[EncodedDeliveries, list[str]]:
     """:func:`afetch`, each event handed out as its stored encoding: for the transport that owns it (gRPC),
     which sends those bytes as they are."""
     consumer_pk, outcome, stale = await _afetch(
         principal, topic_ref, name, max_events, wait_ms, ack_ids, encoded_only=True
     )
-    return [
-        EncodedDelivery(
-            ack_id_of(consumer_pk, outcome.epoch, handout.offset, handout.delivery_count),
-            handout.delivery_count,
-            handout.offset,
-            handout.wire,
-        )
-        for handout in outcome.handouts
-    ], stale
+    handouts: leases.EncodedHandouts = outcome.handouts
+    prefix = _ack_id_prefix(consumer_pk, outcome.epoch)
+    ack_ids = [
+        f"{prefix}{offset}-{count}" for offset, count in zip(handouts.offsets, handouts.delivery_counts, strict=True)
+    ]
+    return EncodedDeliveries(ack_ids, handouts.delivery_counts, handouts.wires), stale
 
 
 async def _afetch(
@@ -348,7 +369,7 @@ async def _afetch_fresh(
         return None
     parsed = _parse_ack_ids(consumer.pk, ack_ids)
     _refuse_deliveries_never_made(parsed)
-    acks = _columns_of(parsed) if parsed else None
+    acks = parsed.columns() if parsed else None
     outcome, verdict = await on_async_pool(pool, lambda conn: aleases.lease_fresh_encoded(conn, consumer, limit, acks))
     stale: list[str] = []
     if acks is not None:
@@ -371,7 +392,7 @@ async def aack(principal: Principal, topic_ref: object, name: object, ack_ids: o
         return await run_sync(_ack_at, ref, name, ack_ids)
     parsed = _parse_ack_ids(consumer.pk, ack_ids)
     _refuse_deliveries_never_made(parsed)
-    acks = _columns_of(parsed)
+    acks = parsed.columns()
     verdict = await on_async_pool(pool, lambda conn: aleases.check_and_ack(conn, consumer, acks))
     if verdict is None:
         return await run_sync(_ack_at, ref, name, ack_ids)  # gone: looked up again there
@@ -430,10 +451,10 @@ def _resolve_and_fetch(
 
 
 def _fetch_acking(
-    consumer: Consumer, parsed: list[_AckId], limit: int, encoded_only: bool
+    consumer: Consumer, parsed: _AckIds, limit: int, encoded_only: bool
 ) -> tuple[Consumer, leases.FetchOutcome[Any], list[str]]:
     """An unordered consumer's acks and fetch in one transaction where the fetch is the common one."""
-    outcome, verdict = leases.lease_fresh(consumer, limit, encoded_only=encoded_only, acks=_columns_of(parsed))
+    outcome, verdict = leases.lease_fresh(consumer, limit, encoded_only=encoded_only, acks=parsed.columns())
     if verdict is None:
         _forget(consumer)
         raise NotFound(f"consumer '{consumer.name}' was deleted", field="consumer")
@@ -457,7 +478,7 @@ def _fetch_once(
     return outcome
 
 
-def _deliveries(consumer_pk: int, outcome: leases.FetchOutcome[leases.Handout]) -> list[Delivery]:
+def _deliveries(consumer_pk: int, outcome: leases.FetchOutcome[list[leases.Handout]]) -> list[Delivery]:
     return [
         Delivery(
             ack_id_of(consumer_pk, outcome.epoch, handout.event.offset, handout.delivery_count),
@@ -469,7 +490,12 @@ def _deliveries(consumer_pk: int, outcome: leases.FetchOutcome[leases.Handout]) 
 
 
 def ack_id_of(consumer_pk: int, epoch: int, offset: int, delivery: int) -> str:
-    return f"{consumer_pk}-{epoch}-{offset}-{delivery}"
+    return f"{_ack_id_prefix(consumer_pk, epoch)}{offset}-{delivery}"
+
+
+def _ack_id_prefix(consumer_pk: int, epoch: int) -> str:
+    """What the ackIds of one consumer and epoch start with (a fetch's all do)."""
+    return f"{consumer_pk}-{epoch}-"
 
 
 # --- Ack, nack, extend -------------------------------------------------------------------------------------
@@ -488,7 +514,7 @@ def _ack_at(ref: TopicRef, name: object, ack_ids: object) -> AckOutcome:
     parsed = _parse_ack_ids(consumer.pk, ack_ids)
     _refuse_deliveries_never_made(parsed)
     with prepared_cursor() as cursor:
-        verdict = leases.check_and_ack(cursor, consumer.pk, consumer.topic.name, _columns_of(parsed))
+        verdict = leases.check_and_ack(cursor, consumer.pk, consumer.topic.name, parsed.columns())
     if verdict is None:
         _forget(consumer)
         if _resolve_again(ref, name).pk != consumer.pk:  # (NotFound when none is there now)
@@ -500,16 +526,12 @@ def _ack_at(ref: TopicRef, name: object, ack_ids: object) -> AckOutcome:
     return AckOutcome(stale)
 
 
-def _columns_of(parsed: list[_AckId]) -> leases.AckIds:
-    return leases.AckIds([item.epoch for item in parsed], [item.offset for item in parsed])
-
-
-def _stale_unless_refused(parsed: list[_AckId], verdict: leases.AckVerdict) -> list[str]:
+def _stale_unless_refused(parsed: _AckIds, verdict: leases.AckVerdict) -> list[str]:
     """The ackIds of an earlier epoch (they acted on nothing); refuses the call when the verdict says an ackId
     was never handed out."""
     if not verdict.valid:
         _refuse_never_handed_out(parsed, verdict.epoch, verdict.next_offset)
-    return [item.text for item in parsed if item.epoch != verdict.epoch]
+    return parsed.texts_not_of(verdict.epoch)
 
 
 def nack(
@@ -576,14 +598,43 @@ def extend(principal: Principal, topic_ref: object, name: object, ack_ids: objec
     return AckOutcome([item.text for item in parsed if item.epoch != epoch or item.offset not in done])
 
 
-def _parse_ack_ids(consumer_pk: int, ack_ids: object) -> list[_AckId]:
+def _parse_ack_ids(consumer_pk: int, ack_ids: object) -> _AckIds:
     if not isinstance(ack_ids, list | tuple):
         raise InvalidInput("ackIds must be a list of ackIds", field="ackIds")
     if len(ack_ids) > settings.ER_CONSUMER_MAX_ACK_IDS:
         raise InvalidInput(
             f"ackIds has {len(ack_ids)} items; at most {settings.ER_CONSUMER_MAX_ACK_IDS} are allowed", field="ackIds"
         )
-    parsed = []
+    return _parsed_at_once(consumer_pk, ack_ids) or _parsed_one_by_one(consumer_pk, ack_ids)
+
+
+# ackIds as this consumer hands them out (no leading zeros in owner or delivery), one per line.
+_ACK_ID_LINES_RE = re.compile(r"(?:[0-9]{1,18}-[0-9]{1,9}-[0-9]{1,18}-[1-9][0-9]{0,3}\n)*")
+
+
+def _parsed_at_once(consumer_pk: int, ack_ids: list[Any] | tuple[Any, ...]) -> _AckIds | None:
+    """The common case, checked with one match over all the ackIds and split once; None when anything is unusual
+    (then :func:`_parsed_one_by_one` says what, or accepts it)."""
+    if not all(type(text) is str for text in ack_ids):
+        return None
+    lines = "\n".join(ack_ids) + "\n"
+    # (as many lines as ackIds: no ackId had a line break in it, so each line is one of them)
+    if _ACK_ID_LINES_RE.fullmatch(lines) is None or lines.count("\n") != len(ack_ids):
+        return None
+    parts = lines.replace("\n", "-").split("-")
+    if set(parts[0:-1:4]) != {str(consumer_pk)}:
+        return None
+    return _AckIds(list(ack_ids), _ints(parts[1::4]), list(map(int, parts[2::4])), _ints(parts[3::4]))
+
+
+def _ints(texts: list[str]) -> list[int]:
+    """``int`` of each text, each distinct one converted once (a batch's epochs and deliveries repeat)."""
+    values = {text: int(text) for text in set(texts)}
+    return [values[text] for text in texts]
+
+
+def _parsed_one_by_one(consumer_pk: int, ack_ids: list[Any] | tuple[Any, ...]) -> _AckIds:
+    texts, epochs, offsets, deliveries = [], [], [], []
     for position, text in enumerate(ack_ids):
         match = _ACK_ID_RE.fullmatch(text) if isinstance(text, str) else None
         if match is None:
@@ -591,11 +642,14 @@ def _parse_ack_ids(consumer_pk: int, ack_ids: object) -> list[_AckId]:
         owner, epoch, offset, delivery = (int(part) for part in match.groups())
         if owner != consumer_pk:
             raise InvalidInput(f"ackIds[{position}]: {text!r} belongs to another consumer", field="ackIds")
-        parsed.append(_AckId(position, text, epoch, offset, delivery))
-    return parsed
+        texts.append(text)
+        epochs.append(epoch)
+        offsets.append(offset)
+        deliveries.append(delivery)
+    return _AckIds(texts, epochs, offsets, deliveries)
 
 
-def _lock_and_check(cursor: Any, consumer: Consumer, parsed: list[_AckId]) -> int:
+def _lock_and_check(cursor: Any, consumer: Consumer, parsed: _AckIds) -> int:
     """Lock the consumer against a seek and refuse ackIds it never handed out; return its epoch."""
     _refuse_deliveries_never_made(parsed)
     state = leases.lock_for_ack(cursor, consumer.pk)
@@ -606,13 +660,12 @@ def _lock_and_check(cursor: Any, consumer: Consumer, parsed: list[_AckId]) -> in
     return int(epoch)
 
 
-def _refuse_deliveries_never_made(parsed: list[_AckId]) -> None:
-    for item in parsed:
-        if item.delivery < 1:
-            raise _never_handed_out(item)
+def _refuse_deliveries_never_made(parsed: _AckIds) -> None:
+    if parsed and min(parsed.deliveries) < 1:
+        raise _never_handed_out(next(item for item in parsed if item.delivery < 1))
 
 
-def _refuse_never_handed_out(parsed: list[_AckId], epoch: int, next_offset: int) -> None:
+def _refuse_never_handed_out(parsed: _AckIds, epoch: int, next_offset: int) -> None:
     """An ackId of a later epoch, or of this epoch beyond what was handed out, was made up (or is another
     deployment's): the whole call is refused, naming the first such ackId."""
     for item in parsed:

@@ -7,15 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from google.protobuf.internal.encoder import _VarintBytes
 
 from consumers import services
-from consumers.services import ConsumerInfo, Delivery, EncodedDelivery
+from consumers.services import ConsumerInfo, EncodedDeliveries
 from eventrelay.db import run_sync
 from eventrelay.v1 import eventrelay_pb2 as pb
 from eventrelay.v1 import eventrelay_pb2_grpc as pb_grpc
 from grpc_api.handlers import principal_of, rpc
-from grpc_api.wire import event_bytes, timestamp_of
+from grpc_api.wire import timestamp_of, varint
 
 Context = grpc.aio.ServicerContext
 
@@ -46,52 +45,25 @@ def consumer_message(info: ConsumerInfo) -> pb.ConsumerInfo:
     )
 
 
-def fetch_response(deliveries: list[Delivery]) -> pb.FetchResponse:
-    """Built from each event's stored wire form (grpc_api.wire), so no ``Event`` message is assembled field by
-    field: a ``Delivery`` is its three fields' encodings, the event's being its stored bytes."""
-    parts = []
-    for delivery in deliveries:
-        ack_id = delivery.ack_id.encode()
-        event = event_bytes(delivery.event)
-        body = (
-            b"\x0a"
-            + _VarintBytes(len(ack_id))
-            + ack_id
-            + b"\x10"
-            + _VarintBytes(delivery.delivery_count)
-            + b"\x1a"
-            + _VarintBytes(len(event))
-            + event
-        )
-        parts.append(b"\x0a" + _VarintBytes(len(body)) + body)
-    return pb.FetchResponse.FromString(b"".join(parts))
-
-
+_DELIVERIES_KEY = b"\x0a"  # FetchResponse field 1, length-delimited
+_ACK_ID_KEY = b"\x0a"  # Delivery field 1, length-delimited
+_DELIVERY_COUNT_KEY = b"\x10"  # Delivery field 2, varint
 _EVENT_KEY = b"\x1a"  # Delivery field 3, length-delimited
 
 
-def encoded_fetch_response(deliveries: list[EncodedDelivery], stale_ack_ids: Sequence[str] = ()) -> pb.FetchResponse:
-    """:func:`fetch_response` from the stored wire forms themselves. A wire form is the event as an element of a
-    response's ``events`` field (its key, its length, the ``Event``), so with ``Delivery.event``'s key in place
-    of the first byte it is that field as it is."""
-    parts = []
-    for delivery in deliveries:
-        ack_id = delivery.ack_id.encode()
-        body = b"".join(
-            (
-                b"\x0a",
-                _VarintBytes(len(ack_id)),
-                ack_id,
-                b"\x10",
-                _VarintBytes(delivery.delivery_count),
-                _EVENT_KEY,
-                memoryview(delivery.wire)[1:],
-            )
-        )
-        parts.append(b"\x0a" + _VarintBytes(len(body)) + body)
-    response = pb.FetchResponse.FromString(b"".join(parts))
-    response.stale_ack_ids.extend(stale_ack_ids)
-    return response
+def encoded_fetch_response(deliveries: EncodedDeliveries, stale_ack_ids: Sequence[str] = ()) -> bytes:
+    """The serialized ``FetchResponse``, from the stored wire forms themselves (grpc_api.wire), so no ``Event``
+    and no ``Delivery`` message is assembled. A wire form is the event as an element of a response's ``events``
+    field (its key, its length, the ``Event``): with ``Delivery.event``'s key in place of the first byte it is
+    that field as it is. A ``Delivery`` is its three fields' encodings; the response, its deliveries'."""
+    parts: list[bytes | memoryview] = []
+    for ack_id, count, wire in zip(deliveries.ack_ids, deliveries.delivery_counts, deliveries.wires, strict=True):
+        ack = ack_id.encode()
+        head = b"".join((_ACK_ID_KEY, varint(len(ack)), ack, _DELIVERY_COUNT_KEY, varint(count), _EVENT_KEY))
+        parts += (_DELIVERIES_KEY, varint(len(head) + len(wire) - 1), head, memoryview(wire)[1:])
+    if stale_ack_ids:
+        parts.append(pb.FetchResponse(stale_ack_ids=stale_ack_ids).SerializeToString())
+    return b"".join(parts)
 
 
 def _default_if_zero(value: int) -> int | None:
@@ -127,7 +99,7 @@ class ConsumersServicer(pb_grpc.ConsumersServicer):
         return pb.DeleteConsumerResponse()
 
     @rpc
-    async def Fetch(self, request: pb.FetchRequest, context: Context) -> pb.FetchResponse:
+    async def Fetch(self, request: pb.FetchRequest, context: Context) -> bytes:
         deliveries, stale = await services.afetch_encoded(
             await principal_of(context),
             request.topic,

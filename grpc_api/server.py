@@ -70,6 +70,23 @@ def events_handler(servicer: EventsServicer) -> grpc.GenericRpcHandler:
     )
 
 
+def consumers_handler(servicer: ConsumersServicer) -> grpc.GenericRpcHandler:
+    """The generated ``add_ConsumersServicer_to_server`` (every method unary), except that a method may answer
+    with bytes it has already serialized: Fetch answers with its events' wire forms (grpc_api.consumers)."""
+    service = pb.DESCRIPTOR.services_by_name["Consumers"]
+    return grpc.method_handlers_generic_handler(
+        service.full_name,
+        {
+            method.name: grpc.unary_unary_rpc_method_handler(
+                getattr(servicer, method.name),
+                request_deserializer=getattr(pb, method.input_type.name).FromString,
+                response_serializer=_serialize,
+            )
+            for method in service.methods
+        },
+    )
+
+
 def build_server() -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     # Room for a maximal publish request (ER_MAX_REQUEST_BYTES of payload) plus its framing.
     max_message = settings.ER_MAX_REQUEST_BYTES + 4 * 1024 * 1024
@@ -85,7 +102,7 @@ def build_server() -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     )
     pb_grpc.add_TopicsServicer_to_server(TopicsServicer(), server)
     server.add_generic_rpc_handlers((events_handler(EventsServicer()),))
-    pb_grpc.add_ConsumersServicer_to_server(ConsumersServicer(), server)
+    server.add_generic_rpc_handlers((consumers_handler(ConsumersServicer()),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -103,7 +103,7 @@ def wire_from_fields(
             _VarintBytes(offset),
         )
     )
-    return _EVENTS_KEY + _varint(len(body)) + body
+    return _EVENTS_KEY + varint(len(body)) + body
 
 
 def topic_and_source_fields(topic: str, source: str) -> bytes:
@@ -112,17 +112,18 @@ def topic_and_source_fields(topic: str, source: str) -> bytes:
 
 def occurred_at_field(moment: datetime) -> bytes:
     timestamp = timestamp_of(moment).SerializeToString()
-    return _OCCURRED_AT_KEY + _varint(len(timestamp)) + timestamp
+    return _OCCURRED_AT_KEY + varint(len(timestamp)) + timestamp
 
 
 def _text_field(key: bytes, text: str | None) -> bytes:
     if not text:  # proto3 leaves empty strings out (and None is "not given")
         return b""
     encoded = text.encode()
-    return key + _varint(len(encoded)) + encoded
+    return key + varint(len(encoded)) + encoded
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """``value`` as a protobuf varint (the short ones looked up)."""
     return _SHORT_VARINTS[value] if value < len(_SHORT_VARINTS) else _VarintBytes(value)
 
 

@@ -109,11 +109,42 @@ def test_an_unknown_or_malformed_ack_id_refuses_the_whole_call(admin: Principal,
     [delivery] = services.fetch(admin, users, "billing", 1)
     consumer_pk, epoch, _, _ = delivery.ack_id.split("-")
     never_handed_out = f"{consumer_pk}-{epoch}-3-1"
-    for bad in ["nonsense", never_handed_out, f"{int(consumer_pk) + 1}-0-1-1", 7]:
+    two_in_one = f"{delivery.ack_id}\n{delivery.ack_id}"  # (the ackIds are parsed together, a line each)
+    no_delivery = f"{consumer_pk}-{epoch}-1-0"
+    for bad in ["nonsense", never_handed_out, f"{int(consumer_pk) + 1}-0-1-1", 7, two_in_one, no_delivery, ""]:
         with pytest.raises(InvalidInput) as refused:
             services.ack(admin, users, "billing", [delivery.ack_id, bad])
         assert refused.value.field == "ackIds" and "ackIds[1]" in refused.value.message
     assert services.get_consumer(admin, users, "billing").pending == 1  # the good ackId was not applied either
+
+
+@pytest.mark.parametrize(
+    "ack_ids",
+    [
+        [],
+        ["5-0-1-1", "5-0-2-1", "5-1-3-2"],
+        ["05-0-1-1", "5-00-02-01"],  # leading zeros: the same ackIds, read one by one
+        ["5-0-1-1", "5-0-2-1\n5-0-3-1"],
+        ["5-0-1-1\n", "5-0-2-1"],
+        ["5-0-1-1", "6-0-2-1"],
+        ["5-0-1-1", "5-0-2-0"],
+        ["5-0-1-1", "5-0-2"],
+        ["5-0-1-1", "5-0-2-1-1"],
+        ["5-0-1-1", None],
+        ["5-0-1-1", "5-0-\u0661-1"],  # an Arabic-Indic digit one
+        ["5-0-9223372036854775807-1", "5-0-1234567890123456789-1"],
+    ],
+)
+def test_ack_ids_read_together_as_one_by_one(ack_ids: list[Any]) -> None:
+    def outcome(parse: Callable[[int, list[Any]], Any]) -> Any:
+        try:
+            parsed = parse(5, ack_ids)
+            services._refuse_deliveries_never_made(parsed)
+        except InvalidInput as refused:
+            return refused.message
+        return (parsed.texts, parsed.epochs, parsed.offsets, parsed.deliveries)
+
+    assert outcome(services._parse_ack_ids) == outcome(services._parsed_one_by_one)
 
 
 def test_concurrent_fetches_on_separate_connections_never_share_a_lease(admin: Principal, users: str) -> None:

@@ -115,6 +115,30 @@ def test_workers_whose_fetches_ack_the_previous_batch_ack_every_event_exactly_on
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "ackIds[0]" in refused.value.details()
 
 
+def test_a_fetch_answers_its_deliveries_and_the_stale_ack_ids_it_carried(
+    admin_client: Client, topics, grpc_server
+) -> None:
+    """The Fetch answer is built from the stored wire forms (grpc_api.consumers): every field of each delivery
+    and the stale ackIds beside them read back as the messages they stand for."""
+    topic = topics("cons")
+    admin_client.publish(topic, *[{"n": n} for n in range(3)])
+    ref = {"topic": topic, "consumer": "work"}
+    admin_client.consumers.CreateConsumer(pb.CreateConsumerRequest(**ref), metadata=admin_client.metadata)
+    first = admin_client.consumers.Fetch(pb.FetchRequest(**ref, max_events=2), metadata=admin_client.metadata)
+    pulled = admin_client.pull(topic, 1)
+    assert [d.event for d in first.deliveries] == list(pulled.events[:2])
+    assert [(d.delivery_count, d.ack_id.split("-")[1:]) for d in first.deliveries] == [
+        (1, ["0", "1", "1"]),
+        (1, ["0", "2", "1"]),
+    ]
+    admin_client.consumers.Seek(pb.SeekRequest(**ref, offset=2), metadata=admin_client.metadata)
+    old = [d.ack_id for d in first.deliveries]
+    again = admin_client.consumers.Fetch(pb.FetchRequest(**ref, ack_ids=old), metadata=admin_client.metadata)
+    assert list(again.stale_ack_ids) == old  # (of the epoch before the seek)
+    assert [(d.event, d.delivery_count) for d in again.deliveries] == [(e, 1) for e in pulled.events[1:]]
+    assert all(d.ack_id.split("-")[1] == "1" for d in again.deliveries)
+
+
 def test_a_killed_worker_gives_back_exactly_the_leases_it_held(admin_client: Client, topics, grpc_server) -> None:
     topic = topics("cons")
     publish_many(admin_client, topic, 300)
