@@ -84,9 +84,12 @@ async def test_a_client_that_keeps_up_is_never_told_it_is_slow(small_buffer_web,
         assert (await recv_json(ws))["type"] == "subscribed"
         payload = "y" * 10_000
 
+        # 1,000 events of 10 KB, 10 per publish: each commit's events (100 KB) are a tenth of the buffer limit.
+        # (Batches of 100 were 1 MB each, the limit itself: a reader one scheduling delay behind a single commit
+        # was over it, however fast it read; CI's loaded machine saw that once.)
         def publish_all() -> None:
-            for _ in range(10):
-                admin_client.publish(topic, *[{"pad": payload}] * 100)
+            for _ in range(100):
+                admin_client.publish(topic, *[{"pad": payload}] * 10)
 
         publishing = asyncio.to_thread(publish_all)
         publisher = asyncio.ensure_future(publishing)
