@@ -62,6 +62,11 @@ def test_the_quick_bench_runs_every_scenario_and_writes_numeric_figures(tmp_path
         with psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
+    # A failed scenario's traceback is in the results file; the printed output alone cuts it off.
+    results_file = tmp_path / "latest.json"
+    if results_file.exists():
+        for name, scenario in json.loads(results_file.read_text())["scenarios"].items():
+            assert scenario["error"] is None, f"{name}: {scenario['error']}"
     assert run.returncode == 0, f"bench exited {run.returncode}\n{run.stdout[-5000:]}\n{run.stderr[-5000:]}"
     assert "met?" in run.stdout  # the table was printed
     results = json.loads((tmp_path / "latest.json").read_text())
