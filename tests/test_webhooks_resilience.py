@@ -231,6 +231,39 @@ def test_a_task_that_read_its_stream_before_another_task_delivered_it_sends_noth
     assert stream.last_offset == Topic.objects.get(name=topic).last_offset
 
 
+def test_a_task_queued_while_another_holds_the_lease_does_not_leave_the_stream_marked_queued(
+    transactional_db, make_topic, receiver, allow_private, admin, monkeypatch
+):
+    """The order two workers ran three tasks of one stream in a CI run: task A claims the stream; the previous
+    holder's re-check after its release ("an event came after my cursor") queues task B; B finds the lease taken
+    and ends; A drains and releases. The next publish's wake-up must then queue the stream: a "queued" mark left
+    by B's enqueue made every later wake-up skip it, and the stream waited for the sweep."""
+    topic = unique_topic("marked")
+    make_topic(topic)
+    destination = create_destination(name="marked", url=receiver.url, topic=f"{topic}:1")
+    [first] = publish(admin, f"{topic}:1", [{"name": "tick", "data": {}}], "grpc")
+    stream = DeliveryStream.objects.get(destination=destination)
+    claim = delivery.claim
+    outcomes = []
+
+    def claim_then_the_late_recheck_queues_another_task(stream_id, owner, lease):
+        monkeypatch.setattr(delivery, "claim", claim)
+        claimed = claim(stream_id, owner, lease)
+        delivery.enqueue([stream_id])  # the previous holder's re-check, just after this claim
+        outcomes.append(delivery.deliver_stream(stream_id))  # the task it queued, while this one holds the lease
+        return claimed
+
+    monkeypatch.setattr(delivery, "claim", claim_then_the_late_recheck_queues_another_task)
+    outcomes.append(delivery.deliver_stream(stream.pk))
+    assert outcomes == ["not claimed", "drained"]
+    assert receiver.offsets(f"{topic}:1") == [first.offset]
+
+    [second] = publish(admin, f"{topic}:1", [{"name": "tick", "data": {}}], "grpc")
+    assert delivery.wake_topic(topic, ["1"]) == 1, "the next publish's wake-up queued the stream"
+    assert delivery.deliver_stream(stream.pk) == "drained"
+    assert receiver.offsets(f"{topic}:1") == [first.offset, second.offset]
+
+
 # The stale read above happens here in about half the runs (a task must read a stream in the few
 # milliseconds between another task's last cursor move and its release), so not strict: remove the
 # mark once the strict test above passes.

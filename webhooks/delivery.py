@@ -513,7 +513,11 @@ def _work(claimed: Claimed, lease: Lease) -> str:
             # with the head), so none is left up to it: move the cursor there, so "behind" (cursor < topic head)
             # stays a precise signal for the sweep, without reading the stream again to find it empty.
             released_at = max(stream.last_offset, head)
-            if release(stream.pk, lease.owner, last_offset=released_at):
+            # The release also clears the stream's "queued" mark: a task queued while this one held the lease
+            # found it taken and ended without clearing it, and a mark left behind would make every later
+            # wake-up skip the stream as already queued (until the sweep, minutes later). What was published
+            # before the release is re-checked just below; what comes after finds the stream free and unmarked.
+            if release(stream.pk, lease.owner, last_offset=released_at, enqueued_at=None):
                 _requeue_if_more(stream, destination, released_at)
             return "drained"
         row = topics_head(destination.topic_name)
