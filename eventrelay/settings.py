@@ -101,6 +101,8 @@ if ER_DB_POOL > 0:
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # (Django's pool requires it: the pool keeps the connections)
     # Checked when taken (Django's pool does so with CONN_HEALTH_CHECKS): after a PostgreSQL restart every idle
     # connection of the pool is dead, and a retry (a lease release after an error, say) must not get the next one.
+    # Checked by its socket first, not by a round trip each time (eventrelay.pooled_postgresql).
+    DATABASES["default"]["ENGINE"] = "eventrelay.pooled_postgresql"
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": ER_DB_POOL, "timeout": 60}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,0 +1,92 @@
+"""The worker's connection pool checks a pooled connection by its socket (eventrelay.pooled_postgresql): no round
+trip for a healthy one, a terminated backend refused, and a pool whose idle connections were all ended hands out
+live ones. Real PostgreSQL connections."""
+
+import os
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+from django.db import connection
+from psycopg_pool import ConnectionPool
+
+from eventrelay.pooled_postgresql.base import check_pooled_connection
+
+
+@pytest.fixture
+def conninfo(db) -> str:
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+def last_query_of(pid: int, conninfo: str) -> str:
+    with psycopg.connect(conninfo, autocommit=True) as observer:
+        row = observer.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def terminate(pid: int, conninfo: str) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as killer:
+        killer.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+
+
+def test_a_healthy_connection_passes_without_a_round_trip(conninfo: str) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT 'the last query'")
+        check_pooled_connection(conn)
+        check_pooled_connection(conn)
+        # psycopg_pool's own check would have sent an empty query, which pg_stat_activity would show.
+        assert last_query_of(conn.info.backend_pid, conninfo) == "SELECT 'the last query'"
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_connection_whose_backend_was_terminated_is_refused(conninfo: str) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        terminate(conn.info.backend_pid, conninfo)
+        deadline = time.monotonic() + 10
+        with pytest.raises(psycopg.OperationalError):
+            while time.monotonic() < deadline:  # the server's message reaches the socket moments later
+                check_pooled_connection(conn)
+                time.sleep(0.01)
+
+
+def test_a_closed_connection_is_refused(conninfo: str) -> None:
+    conn = psycopg.connect(conninfo, autocommit=True)
+    conn.close()
+    with pytest.raises(psycopg.OperationalError):
+        check_pooled_connection(conn)
+
+
+def test_a_pool_whose_idle_connections_were_all_ended_hands_out_live_ones(conninfo: str) -> None:
+    with ConnectionPool(conninfo, min_size=3, max_size=3, check=check_pooled_connection, open=True) as pool:
+        pool.wait(10)
+        pids = []
+        held = [pool.getconn() for _ in range(3)]
+        pids = [conn.info.backend_pid for conn in held]
+        for conn in held:
+            pool.putconn(conn)
+        for pid in pids:
+            terminate(pid, conninfo)
+        time.sleep(0.2)
+        for _ in range(3):
+            with pool.connection(timeout=10) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+                assert conn.info.backend_pid not in pids
+
+
+def test_a_process_with_a_pool_uses_this_check() -> None:
+    """What a worker started as the Procfile starts it gets (ER_DB_POOL set): this backend, its pool, this check."""
+    probe = (
+        'import django; django.setup(); from django.db import connections; connection = connections["default"]; '
+        "print(type(connection).__module__, connection.pool._check.__name__)"
+    )
+    env = {**os.environ, "ER_DB_POOL": "3", "DJANGO_SETTINGS_MODULE": "eventrelay.settings"}
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["eventrelay.pooled_postgresql.base", "check_pooled_connection"]
