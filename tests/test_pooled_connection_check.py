@@ -3,6 +3,7 @@ trip for a healthy one, a terminated backend refused, and a pool whose idle conn
 live ones. Real PostgreSQL connections."""
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -44,6 +45,30 @@ def test_a_healthy_connection_passes_without_a_round_trip(conninfo: str) -> None
         # psycopg_pool's own check would have sent an empty query, which pg_stat_activity would show.
         assert last_query_of(conn.info.backend_pid, conninfo) == "SELECT 'the last query'"
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_connection_on_a_descriptor_past_1024_is_checked(conninfo: str) -> None:
+    """A worker with many receivers' sockets open holds descriptors past select()'s limit (FD_SETSIZE, 1,024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        if hard != resource.RLIM_INFINITY and hard < 2048:
+            pytest.skip(f"this process may open only {hard} files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            assert conn.pgconn.socket > 1024
+            check_pooled_connection(conn)
+            terminate(conn.info.backend_pid, conninfo)
+            deadline = time.monotonic() + 10
+            with pytest.raises(psycopg.OperationalError):
+                while time.monotonic() < deadline:
+                    check_pooled_connection(conn)
+                    time.sleep(0.01)
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_connection_whose_backend_was_terminated_is_refused(conninfo: str) -> None:

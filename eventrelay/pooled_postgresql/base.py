@@ -4,7 +4,7 @@ Django's pool (``OPTIONS["pool"]``) runs psycopg_pool's check on every checkout 
 an empty query, one round trip to PostgreSQL. A webhook delivery thread gives its connection back before each
 request to a receiver and takes one again after it, so that round trip was paid once per delivery. A connection
 whose backend is gone (PostgreSQL restarted, the backend was terminated) has something waiting on its socket: the
-server's last error message, or the end of the stream. So the check here looks at the socket first, without
+server's last error message, or the end of the stream. So the check here polls the socket first, without
 waiting, and runs the empty query only when something is there or libpq already knows the connection is broken.
 """
 
@@ -24,8 +24,10 @@ def check_pooled_connection(conn: psycopg.Connection[Any]) -> None:
     anything readable (an error, the socket's end, a notice) gets the full check, which reads it."""
     if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
         raise psycopg.OperationalError("the pooled connection is closed")
-    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    if readable:
+    # poll(), not select(): a worker with many receivers' sockets open can hold descriptors past select()'s 1,024.
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
         ConnectionPool.check_connection(conn)
 
 
