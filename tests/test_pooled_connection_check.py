@@ -37,6 +37,15 @@ def terminate(pid: int, conninfo: str) -> None:
         killer.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
 
 
+def assert_refused_once_terminated(conn: psycopg.Connection, conninfo: str) -> None:
+    terminate(conn.info.backend_pid, conninfo)
+    deadline = time.monotonic() + 10
+    with pytest.raises(psycopg.OperationalError):
+        while time.monotonic() < deadline:  # the server's message reaches the socket moments later
+            check_pooled_connection(conn)
+            time.sleep(0.01)
+
+
 def test_a_healthy_connection_passes_without_a_round_trip(conninfo: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT 'the last query'")
@@ -59,12 +68,7 @@ def test_a_connection_on_a_descriptor_past_1024_is_checked(conninfo: str) -> Non
         with psycopg.connect(conninfo, autocommit=True) as conn:
             assert conn.pgconn.socket > 1024
             check_pooled_connection(conn)
-            terminate(conn.info.backend_pid, conninfo)
-            deadline = time.monotonic() + 10
-            with pytest.raises(psycopg.OperationalError):
-                while time.monotonic() < deadline:
-                    check_pooled_connection(conn)
-                    time.sleep(0.01)
+            assert_refused_once_terminated(conn, conninfo)
     finally:
         for fd in filler:
             os.close(fd)
@@ -73,12 +77,7 @@ def test_a_connection_on_a_descriptor_past_1024_is_checked(conninfo: str) -> Non
 
 def test_a_connection_whose_backend_was_terminated_is_refused(conninfo: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        terminate(conn.info.backend_pid, conninfo)
-        deadline = time.monotonic() + 10
-        with pytest.raises(psycopg.OperationalError):
-            while time.monotonic() < deadline:  # the server's message reaches the socket moments later
-                check_pooled_connection(conn)
-                time.sleep(0.01)
+        assert_refused_once_terminated(conn, conninfo)
 
 
 def test_a_closed_connection_is_refused(conninfo: str) -> None:
@@ -91,7 +90,6 @@ def test_a_closed_connection_is_refused(conninfo: str) -> None:
 def test_a_pool_whose_idle_connections_were_all_ended_hands_out_live_ones(conninfo: str) -> None:
     with ConnectionPool(conninfo, min_size=3, max_size=3, check=check_pooled_connection, open=True) as pool:
         pool.wait(10)
-        pids = []
         held = [pool.getconn() for _ in range(3)]
         pids = [conn.info.backend_pid for conn in held]
         for conn in held:

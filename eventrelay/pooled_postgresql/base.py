@@ -5,7 +5,8 @@ an empty query, one round trip to PostgreSQL. A webhook delivery thread gives it
 request to a receiver and takes one again after it, so that round trip was paid once per delivery. A connection
 whose backend is gone (PostgreSQL restarted, the backend was terminated) has something waiting on its socket: the
 server's last error message, or the end of the stream. So the check here polls the socket first, without
-waiting, and runs the empty query only when something is there or libpq already knows the connection is broken.
+waiting, and runs the empty query only when something is there (a connection libpq already knows is broken is
+refused at once).
 """
 
 import select
