@@ -70,6 +70,11 @@ async def serving_async_pool(max_size: int) -> AsyncIterator[None]:
         # While PostgreSQL is down the pool keeps trying to connect; a call waits this long for a connection and
         # then fails as an outage (UNAVAILABLE), as the synchronous path fails at once.
         timeout=ASYNC_POOL_WAIT_S,
+        # The pool retries a failed connection with a doubling delay, for reconnect_timeout (five minutes by
+        # default): after a long outage its next try can be minutes away, and every call until then would time
+        # out although PostgreSQL is back. Given up this soon, the next call that finds the pool empty makes it
+        # connect at once.
+        reconnect_timeout=ASYNC_POOL_WAIT_S,
     )
     await pool.open(wait=False)
     _async_pool = pool

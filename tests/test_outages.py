@@ -304,6 +304,26 @@ def test_consumers_are_unavailable_while_postgres_is_down_and_lose_no_ack_or_lea
     assert (info.ack_floor, info.pending, info.lag) == (3, 0, 0)
 
 
+def test_a_fetch_is_served_at_once_after_a_long_postgres_outage(
+    running_postgres: PrivatePostgres, client: Client
+) -> None:
+    """The asyncio pool of fetches and acks retries its connections with a doubling delay while PostgreSQL is
+    down. After an outage of a quarter of a minute its next try is that far off again: the first fetch once
+    PostgreSQL is back must not wait for it (and time out as unavailable), but connect then."""
+    topic = new_topic(client)
+    client.publish(topic, {"n": 0}, {"n": 1})
+    consumer_call(client, "CreateConsumer", pb.CreateConsumerRequest(topic=topic, consumer="billing"))
+    fetch = pb.FetchRequest(topic=topic, consumer="billing", max_events=1)
+    assert consumer_call(client, "Fetch", fetch).deliveries  # (the consumer is known now: fetches take the pool)
+
+    running_postgres.stop()
+    assert_unavailable_rpc(lambda: consumer_call(client, "Fetch", fetch))
+    time.sleep(15)  # (the pool's tries meanwhile: 1, 3, 7 and 15 s after the first)
+    running_postgres.start()
+
+    assert [delivery.event.offset for delivery in consumer_call(client, "Fetch", fetch).deliveries] == [2]
+
+
 def test_a_long_poll_still_finds_new_events_while_redis_is_down(
     redis_server: PrivateRedis, client: Client, web: WebServer
 ) -> None:
