@@ -1,6 +1,7 @@
 """The worker's connection pool checks a pooled connection by its socket (eventrelay.pooled_postgresql): no round
 trip for a healthy one, a terminated backend refused, and a pool whose idle connections were all ended hands out
-live ones. Real PostgreSQL connections."""
+live ones; after a long outage it connects again soon. Real PostgreSQL connections (the outage on a private
+server)."""
 
 import os
 import resource
@@ -11,9 +12,10 @@ import time
 import psycopg
 import pytest
 from django.db import connection
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from eventrelay.pooled_postgresql.base import check_pooled_connection
+from eventrelay.pooled_postgresql.base import DatabaseWrapper, check_pooled_connection
+from tests.faults import PrivatePostgres
 
 
 @pytest.fixture
@@ -101,6 +103,34 @@ def test_a_pool_whose_idle_connections_were_all_ended_hands_out_live_ones(connin
             with pool.connection(timeout=10) as conn:
                 assert conn.execute("SELECT 1").fetchone() == (1,)
                 assert conn.info.backend_pid not in pids
+
+
+def test_a_pool_connects_again_soon_after_a_long_postgres_outage() -> None:
+    """psycopg_pool retries a failed connection after 1, 3, 7, 15, 31 s...: a thread that asks for a connection
+    shortly after a 17 s outage would wait until the try at 31 s. The backend's pool starts over in short rounds."""
+    server = PrivatePostgres(name="pool_outage_pg")
+    try:
+        settings_dict = {
+            **connection.settings_dict,
+            **{"HOST": "127.0.0.1", "PORT": server.port, "NAME": server.database, "USER": "postgres"},
+            **{"PASSWORD": "", "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": True},
+            "OPTIONS": {**connection.settings_dict["OPTIONS"], "pool": {"min_size": 1, "max_size": 3}},
+        }
+        wrapper = DatabaseWrapper(settings_dict, alias="pool_outage")
+        pool = wrapper.pool
+        assert pool is not None
+        pool.open(wait=True, timeout=30)
+        try:
+            server.stop()
+            with pytest.raises(PoolTimeout):
+                pool.getconn(timeout=17)
+            server.start()
+            with pool.connection(timeout=8) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            wrapper.close_pool()
+    finally:
+        server.close()
 
 
 def test_a_process_with_a_pool_uses_this_check() -> None:

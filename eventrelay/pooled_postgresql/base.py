@@ -1,4 +1,5 @@
-"""Django's PostgreSQL backend, with the connection pool checking a pooled connection by its socket.
+"""Django's PostgreSQL backend, with the connection pool checking a pooled connection by its socket, and
+connecting again soon after an outage.
 
 Django's pool (``OPTIONS["pool"]``) runs psycopg_pool's check on every checkout when ``CONN_HEALTH_CHECKS`` is on:
 an empty query, one round trip to PostgreSQL. A webhook delivery thread gives its connection back before each
@@ -32,6 +33,19 @@ def check_pooled_connection(conn: psycopg.Connection[Any]) -> None:
         ConnectionPool.check_connection(conn)
 
 
+# How long the pool retries a failed connection before it starts over (psycopg_pool's reconnect_timeout).
+RECONNECT_ROUND_S = 3.0
+
+
+def reconnect_again(pool: ConnectionPool) -> None:
+    """psycopg_pool's ``reconnect_failed``: start connecting again at once. The pool retries a failed connection
+    with a doubling delay; by default it gives up after five minutes, and after a long outage its next try can be
+    minutes away while threads wait for a connection although PostgreSQL is back. In short rounds, started
+    over each time (``check`` drops what is broken and grows the pool), it tries again every second or two."""
+    if not pool.closed:
+        pool.check()
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     @property
     def pool(self) -> ConnectionPool | None:
@@ -52,6 +66,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 open=False,
                 configure=self._configure_connection,  # type: ignore[attr-defined]
                 check=check_pooled_connection if self.settings_dict["CONN_HEALTH_CHECKS"] else None,
+                reconnect_timeout=RECONNECT_ROUND_S,
+                reconnect_failed=reconnect_again,
                 **({} if pool_options is True else pool_options),
             )
             # (As Django's: threads racing here each build a pool, unopened; the first one set is used.)
