@@ -542,18 +542,18 @@ def _attempt(stream: DeliveryStream, destination: Destination, lease: Lease, eve
             Destination.objects.filter(pk=destination.pk).update(failing_since=None)
             destination.failing_since = None
         return "delivered" if _record_delivery(stream, owner, event, outcome) else "lease lost"
+    attempts = stream.attempts + 1
     DeliveryAttempt.objects.create(
         stream=stream,
         event_id=event.event_id,
         offset=event.offset,
-        attempt=stream.attempts + 1,
+        attempt=attempts,
         status=DeliveryAttempt.Status.FAILED,
         response_status=outcome.status,
         response_body=outcome.body,
         error=outcome.error,
         duration_ms=outcome.duration_ms,
     )
-    attempts = stream.attempts + 1
     if _disable_if_failing_too_long(destination, outcome.error):
         metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
         release(stream.pk, owner, attempts=attempts, last_error=outcome.error)
